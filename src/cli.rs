@@ -1,0 +1,148 @@
+//! Command-line interface: subcommands and their flags (clap).
+//!
+//! Flags of `serve` mirror the fields of [`Config`]; each one given on the
+//! command line overrides the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, FsyncPolicy};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "uringnotes",
+    version,
+    about = "A distributed notes web server: thread-per-core io_uring, durable rkyv log",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the notes server.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags given here override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (node id and log) [default: ./uringnotes-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of cores to run on, one pinned executor each [default: all online cores].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// Node name shown on pages and in /_status [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// When to fdatasync the log: `always` (acknowledge only durable notes) or
+    /// `never` (UNSAFE: for benchmarks only, acknowledged notes can be lost) [default: always].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub fsync: Option<FsyncPolicy>,
+    /// Largest request head in bytes (431 beyond) [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub header_bytes_max: Option<usize>,
+    /// Longest request target in bytes (414 beyond) [default: 8192].
+    #[arg(long, value_name = "BYTES")]
+    pub uri_bytes_max: Option<usize>,
+    /// Largest request body in bytes (413 beyond) [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub body_bytes_max: Option<usize>,
+    /// Largest note text in UTF-8 bytes (413 beyond) [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub note_text_bytes_max: Option<usize>,
+    /// Notes per HTML page [default: 100].
+    #[arg(long, value_name = "N")]
+    pub page_notes: Option<usize>,
+    /// Time allowed for a whole request head, from its first byte (408 beyond) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Time allowed for a whole request body [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub body_timeout_ms: Option<u64>,
+    /// Time a client has to take a response before it is disconnected [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub send_timeout_ms: Option<u64>,
+    /// Idle keep-alive connections are closed after this [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Grace period for in-flight requests on SIGTERM/SIGINT [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Open connections per core; the excess gets 503 [default: 16384].
+    #[arg(long, value_name = "N")]
+    pub connections_max_per_core: Option<usize>,
+    /// listen(2) backlog per core [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub listen_backlog: Option<u32>,
+    /// Log segment size limit in bytes [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_bytes_max: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Builds the effective configuration: defaults, then the file, then flags.
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),* $(,)?) => {
+                $( if let Some(v) = &self.$field { cfg.$field = v.clone(); } )*
+            };
+        }
+        overlay!(
+            listen,
+            data_dir,
+            cores,
+            node_name,
+            fsync,
+            header_bytes_max,
+            uri_bytes_max,
+            body_bytes_max,
+            note_text_bytes_max,
+            page_notes,
+            header_timeout_ms,
+            body_timeout_ms,
+            send_timeout_ms,
+            idle_timeout_ms,
+            shutdown_timeout_ms,
+            connections_max_per_core,
+            listen_backlog,
+            segment_bytes_max,
+        );
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli::try_parse_from(["uringnotes", "serve", "--listen", "127.0.0.1:0", "--cores", "1"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        let cfg = args.to_config().unwrap();
+        assert_eq!(cfg.listen.port(), 0);
+        assert_eq!(cfg.cores, 1);
+    }
+}

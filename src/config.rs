@@ -1,0 +1,218 @@
+//! Server configuration: every limit and timeout, with its default.
+//!
+//! A value comes from, in increasing precedence: the defaults below, the TOML
+//! file given by `--config`, then command-line flags. Every limit the server
+//! enforces is a field here (or a named constant where it must not be tuned),
+//! so an operator can find all of them in one place; `tools/uringnotes.toml`
+//! documents each one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Hard ceiling for `note_text_bytes_max`: a note must fit in one log record.
+pub const NOTE_TEXT_BYTES_MAX_LIMIT: usize = 256 * 1024;
+
+/// Whether a write waits for its record to reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fdatasync before acknowledging (group commit). The default.
+    Always,
+    /// UNSAFE, for benchmarking only: acknowledge after the write(2); an
+    /// acknowledged note can be lost on power failure.
+    Never,
+}
+
+/// The validated configuration of `uringnotes serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address. Every core binds it with SO_REUSEPORT.
+    pub listen: SocketAddr,
+    /// Directory holding the node id and the log segments.
+    pub data_dir: PathBuf,
+    /// Executors (one per core) to run; 0 means every online core.
+    pub cores: usize,
+    /// Name shown on pages and in `/_status`; defaults to the host name.
+    pub node_name: String,
+    pub fsync: FsyncPolicy,
+
+    /// A request head (request line and headers) larger than this gets 431.
+    pub header_bytes_max: usize,
+    /// A request target longer than this gets 414.
+    pub uri_bytes_max: usize,
+    /// A request body larger than this gets 413.
+    pub body_bytes_max: usize,
+    /// A note text larger than this (in UTF-8 bytes) gets 413.
+    pub note_text_bytes_max: usize,
+    /// Notes per HTML page (older ones are behind an "older" link).
+    pub page_notes: usize,
+
+    /// A request head must arrive completely within this time of its first byte (408 otherwise).
+    pub header_timeout_ms: u64,
+    /// A request body must arrive completely within this time of its head.
+    pub body_timeout_ms: u64,
+    /// A response must be taken by the client within this time (slow readers are cut off).
+    pub send_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this time.
+    pub idle_timeout_ms: u64,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_timeout_ms: u64,
+
+    /// Open connections per core; excess connections get 503 and are closed.
+    pub connections_max_per_core: usize,
+    /// listen(2) backlog of each core's socket (the kernel caps it at net.core.somaxconn).
+    pub listen_backlog: u32,
+    /// A log segment is closed and a new one started beyond this size.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./uringnotes-data"),
+            cores: 0,
+            node_name: default_node_name(),
+            fsync: FsyncPolicy::Always,
+            header_bytes_max: 16 * 1024,
+            uri_bytes_max: 8 * 1024,
+            body_bytes_max: 64 * 1024,
+            note_text_bytes_max: 4 * 1024,
+            page_notes: 100,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            shutdown_timeout_ms: 10_000,
+            connections_max_per_core: 16_384,
+            listen_backlog: 4096,
+            segment_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML config file; fields it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks relations between values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.header_bytes_max < 1024 {
+            return invalid(format!(
+                "header_bytes_max = {} is below the 1024-byte minimum",
+                self.header_bytes_max
+            ));
+        }
+        if self.uri_bytes_max >= self.header_bytes_max {
+            return invalid("uri_bytes_max must be smaller than header_bytes_max".into());
+        }
+        if self.note_text_bytes_max == 0 || self.note_text_bytes_max > NOTE_TEXT_BYTES_MAX_LIMIT {
+            return invalid(format!(
+                "note_text_bytes_max must be in 1..={NOTE_TEXT_BYTES_MAX_LIMIT}"
+            ));
+        }
+        if self.body_bytes_max < self.note_text_bytes_max {
+            return invalid("body_bytes_max must be at least note_text_bytes_max".into());
+        }
+        if self.page_notes == 0 || self.page_notes > 10_000 {
+            return invalid("page_notes must be in 1..=10000".into());
+        }
+        if self.connections_max_per_core == 0 {
+            return invalid("connections_max_per_core must be at least 1".into());
+        }
+        if self.segment_bytes_max < 64 * 1024 || self.segment_bytes_max > u32::MAX as u64 {
+            return invalid("segment_bytes_max must be in 64 KiB..4 GiB".into());
+        }
+        for (name, ms) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("send_timeout_ms", self.send_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if ms < 100 {
+                return invalid(format!("{name} = {ms} is below the 100 ms minimum"));
+            }
+        }
+        if self.node_name.is_empty()
+            || self.node_name.len() > 64
+            || !self
+                .node_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return invalid(format!(
+                "node_name {:?} must be 1-64 characters of [A-Za-z0-9._-]",
+                self.node_name
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "uringnotes".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults must validate");
+    }
+
+    #[test]
+    fn a_file_overrides_only_what_it_names() {
+        let cfg: Config = toml::from_str("listen = \"127.0.0.1:9000\"\nfsync = \"never\"\n").unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.fsync, FsyncPolicy::Never);
+        assert_eq!(cfg.body_bytes_max, Config::default().body_bytes_max);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:9000\"\n").is_err());
+    }
+}

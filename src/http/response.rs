@@ -1,0 +1,169 @@
+//! Serializing responses straight into a connection's write buffer.
+//!
+//! A response is written in one call with its whole body known, so
+//! `Content-Length` is always exact and no response is chunked. For `HEAD`
+//! the headers (including the length the body would have) are written and
+//! the body is left out.
+
+use super::date;
+
+/// How the connection that carries a response behaves; decides the
+/// `Connection` header and whether a body is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseMode {
+    /// The connection stays open after this response.
+    pub keep_alive: bool,
+    /// The request was HTTP/1.0 (keep-alive must then be announced).
+    pub http10: bool,
+    /// The request was HEAD: no body.
+    pub head_only: bool,
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        303 => "See Other",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a complete response. `headers` are extra `(name, value)` pairs;
+/// values must not contain CR or LF (they are produced by this server).
+pub fn write(
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    write_head(out, mode, status, content_type, headers, body.len());
+    if !mode.head_only && status != 204 && status != 304 {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Writes the status line and headers for a body of `body_len` bytes.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut code = itoa::Buffer::new();
+    out.extend_from_slice(code.format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: uringnotes\r\nDate: ");
+    date::with_http_date(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\n");
+    if !content_type.is_empty() && status != 204 {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        debug_assert!(!value.contains(['\r', '\n']), "header {name} carries a line break");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if status != 204 && status != 304 {
+        out.extend_from_slice(b"Content-Length: ");
+        let mut len = itoa::Buffer::new();
+        out.extend_from_slice(len.format(body_len).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !mode.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if mode.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A plain-text error or message response.
+pub fn write_text(out: &mut Vec<u8>, mode: ResponseMode, status: u16, headers: &[(&str, &str)], text: &str) {
+    let mut body = String::with_capacity(text.len() + 1);
+    body.push_str(text);
+    body.push('\n');
+    write(out, mode, status, "text/plain; charset=utf-8", headers, body.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEEP: ResponseMode = ResponseMode {
+        keep_alive: true,
+        http10: false,
+        head_only: false,
+    };
+
+    #[test]
+    fn writes_a_complete_response() {
+        let mut out = Vec::new();
+        write(&mut out, KEEP, 200, "text/plain", &[("X-A", "b")], b"hi");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("\r\nContent-Length: 2\r\n"));
+        assert!(text.contains("\r\nX-A: b\r\n"));
+        assert!(text.contains("\r\nDate: "));
+        assert!(!text.contains("Connection:"));
+        assert!(text.ends_with("\r\n\r\nhi"));
+    }
+
+    #[test]
+    fn head_has_length_but_no_body() {
+        let mut out = Vec::new();
+        write(&mut out, ResponseMode { head_only: true, ..KEEP }, 200, "text/plain", &[], b"hello");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Content-Length: 5\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn connection_header_follows_mode() {
+        let mut out = Vec::new();
+        write(&mut out, ResponseMode { keep_alive: false, ..KEEP }, 400, "text/plain", &[], b"");
+        assert!(String::from_utf8_lossy(&out).contains("Connection: close\r\n"));
+        out.clear();
+        write(&mut out, ResponseMode { http10: true, ..KEEP }, 200, "text/plain", &[], b"");
+        assert!(String::from_utf8_lossy(&out).contains("Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn no_content_has_no_length_or_body() {
+        let mut out = Vec::new();
+        write(&mut out, KEEP, 204, "text/plain", &[], b"ignored");
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("Content-Length"));
+        assert!(!text.contains("Content-Type"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+}

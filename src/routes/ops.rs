@@ -1,0 +1,67 @@
+//! Operator endpoints: `/healthz`, `/metrics` (Prometheus) and `/_status`.
+
+use std::io::Write as _;
+
+use super::Reply;
+use crate::encoding::json_string_into;
+use crate::http::response::{self, ResponseMode};
+use crate::metrics::{self, Gauges, Route};
+use crate::server::shard::Shard;
+
+/// `GET /healthz`: 200 while the shard answering it is serving.
+pub fn healthz(_shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+    response::write(out, mode, 200, "text/plain; charset=utf-8", &[], b"ok\n");
+    Reply::new(Route::Healthz, 200)
+}
+
+/// `GET /metrics`.
+pub fn metrics(shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+    let index = shard.index();
+    let gauges = Gauges {
+        notes: index.len() as u64,
+        note_text_bytes: index.text_bytes(),
+        recovered_log_bytes: shard.shared().recovered_log_bytes,
+    };
+    let mut body = shard.scratch();
+    body.clear();
+    metrics::render_prometheus(&shard.shared().metrics, &gauges, &mut body);
+    response::write(out, mode, 200, "text/plain; version=0.0.4; charset=utf-8", &[], &body);
+    Reply::new(Route::Metrics, 200)
+}
+
+/// `GET /_status`: node, shards and storage as JSON.
+pub fn status(shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+    let shared = shard.shared();
+    let index = shard.index();
+    let mut body = shard.scratch();
+    body.clear();
+    body.extend_from_slice(b"{\"node\":{\"id\":");
+    let _ = write!(body, "\"{:08x}\",\"name\":", shared.node.id);
+    json_string_into(&mut body, &shared.node.name);
+    let _ = write!(
+        body,
+        "}},\"version\":\"{}\",\"uptime_s\":{},\"served_by_core\":{},\"notes\":{},\"note_text_bytes\":{},\"shards\":[",
+        env!("CARGO_PKG_VERSION"),
+        shared.started.elapsed().as_secs(),
+        shard.id(),
+        index.len(),
+        index.text_bytes(),
+    );
+    for (core, m) in shared.metrics.iter().enumerate() {
+        if core > 0 {
+            body.push(b',');
+        }
+        let _ = write!(
+            body,
+            "{{\"core\":{core},\"cpu\":{},\"connections\":{},\"inbox_depth\":{},\"requests\":{},\"restarts\":{}}}",
+            shared.cpus.get(core).copied().unwrap_or(0),
+            m.connections_open(),
+            m.inbox_depth(),
+            m.requests_total(),
+            m.shard_restarts()
+        );
+    }
+    body.extend_from_slice(b"],\"members\":[]}\n");
+    response::write(out, mode, 200, "application/json", &[], &body);
+    Reply::new(Route::Status, 200)
+}

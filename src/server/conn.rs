@@ -1,0 +1,382 @@
+//! One HTTP/1.1 connection: read, parse, dispatch, write, repeat.
+//!
+//! The loop handles keep-alive and pipelining: every complete request in the
+//! read buffer is answered in order, responses accumulate in the write
+//! buffer, and the buffer is flushed with one send before the connection
+//! waits for more bytes. So a batch of pipelined requests costs one recv and
+//! one send.
+//!
+//! Memory: an idle connection holds no buffer. The read buffer comes from
+//! the core's pool when a read succeeds and goes back as soon as a read
+//! would block with nothing buffered; the write buffer likewise after each
+//! flush. (glommio reads are readiness-based: the buffer is only touched
+//! inside `poll_read`, so it need not be held while waiting.)
+//!
+//! Deadlines are registered in the core's `ConnTable` on each phase change
+//! and enforced by the sweeper (see `conn_table.rs`).
+//!
+//! A panic while serving a request is caught here: it closes this
+//! connection only and is logged with the core; the shard keeps serving.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
+use futures_lite::FutureExt as _;
+use glommio::net::TcpStream;
+
+use super::bufpool::BufferPool;
+use super::conn_table::{now_ms, Phase};
+use super::shard::Shard;
+use crate::http::body::ChunkedDecoder;
+use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, RequestHead};
+use crate::http::response::ResponseMode;
+use crate::http::HttpError;
+use crate::metrics::Route;
+use crate::routes::{self, Reply, Request};
+
+/// Sent to a connection that arrives while its core is at the connection limit.
+const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: uringnotes\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 31\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+too many connections, retry...\n";
+
+/// Answers 503 without reading the request and closes, never blocking:
+/// an overloaded core must not spend a task on the excess.
+pub fn reject_overloaded(stream: TcpStream) {
+    let fd = stream.as_raw_fd();
+    // SAFETY: send(2) on a socket we own, from a static buffer.
+    unsafe {
+        libc::send(
+            fd,
+            OVERLOADED_RESPONSE.as_ptr().cast(),
+            OVERLOADED_RESPONSE.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    drop(stream);
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let slot = shard
+        .conns
+        .insert(fd, Phase::Idle, now_ms() + shard.config().idle_timeout_ms);
+    shard.metrics().connection_opened();
+    let outcome = AssertUnwindSafe(Connection::new(&shard, stream, slot).run())
+        .catch_unwind()
+        .await;
+    // The stream is closed by now (dropped with the connection future), and
+    // no other task ran in between, so the sweeper cannot see a stale fd.
+    shard.conns.remove(slot);
+    shard.metrics().connection_closed();
+    if let Err(panic) = outcome {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(core = shard.id(), panic = %what, "request handler panicked; closed that connection only");
+    }
+}
+
+/// The read side: a pooled buffer and the unconsumed range in it.
+struct ReadBuf {
+    buf: Option<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    fn data(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b[self.start..self.end],
+            None => &[],
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        debug_assert!(self.start + n <= self.end);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
+
+struct Connection<'s> {
+    shard: &'s Shard,
+    stream: TcpStream,
+    slot: usize,
+    rbuf: ReadBuf,
+    /// Pending responses; empty with no capacity while idle.
+    wbuf: Vec<u8>,
+    limits: HeadLimits,
+}
+
+/// Why the connection loop stops.
+enum Stop {
+    /// Closed by the client, an error, a timeout or `Connection: close`.
+    Done,
+}
+
+impl<'s> Connection<'s> {
+    fn new(shard: &'s Shard, stream: TcpStream, slot: usize) -> Self {
+        let config = shard.config();
+        Connection {
+            shard,
+            stream,
+            slot,
+            rbuf: ReadBuf {
+                buf: None,
+                start: 0,
+                end: 0,
+            },
+            wbuf: Vec::new(),
+            limits: HeadLimits {
+                header_bytes_max: config.header_bytes_max,
+                uri_bytes_max: config.uri_bytes_max,
+                body_bytes_max: config.body_bytes_max,
+            },
+        }
+    }
+
+    async fn run(mut self) {
+        let _ = self.serve_requests().await;
+        let _ = self.flush().await;
+        if let Some(b) = self.rbuf.buf.take() {
+            self.shard.read_pool.give(b);
+        }
+    }
+
+    async fn serve_requests(&mut self) -> Result<(), Stop> {
+        loop {
+            let head = self.next_head().await?;
+            let started = Instant::now();
+            self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
+            let mode = ResponseMode {
+                keep_alive: head.keep_alive && !self.shard.shutting_down(),
+                http10: head.version_minor == 0,
+                head_only: head.method == Method::Head,
+            };
+            if self.wbuf.capacity() == 0 {
+                self.wbuf = self.shard.write_pool.take_write();
+            }
+            let reply = if head.body == BodyFraming::None {
+                let raw_head = &self.rbuf.data()[..head.head_bytes];
+                let req = Request {
+                    head: &head,
+                    raw_head,
+                    body: &[],
+                };
+                let reply = routes::handle(self.shard, &req, &mut self.wbuf, mode).await;
+                self.rbuf.consume(head.head_bytes);
+                reply
+            } else {
+                let raw_head = self.rbuf.data()[..head.head_bytes].to_vec();
+                self.rbuf.consume(head.head_bytes);
+                match self.read_body(&head).await {
+                    Ok(body) => {
+                        let req = Request {
+                            head: &head,
+                            raw_head: &raw_head,
+                            body: &body,
+                        };
+                        routes::handle(self.shard, &req, &mut self.wbuf, mode).await
+                    }
+                    Err(Some(e)) => routes::error(&mut self.wbuf, mode, Route::Malformed, &e),
+                    Err(None) => return Err(Stop::Done),
+                }
+            };
+            self.record(reply, started);
+            if reply.close || !mode.keep_alive {
+                return Err(Stop::Done);
+            }
+        }
+    }
+
+    fn record(&self, reply: Reply, started: Instant) {
+        let micros = started.elapsed().as_micros() as u64;
+        self.shard
+            .metrics()
+            .record_request(reply.route, reply.status, micros);
+    }
+
+    /// Waits for a complete request head, answering and stopping on a
+    /// malformed one or a timeout.
+    async fn next_head(&mut self) -> Result<RequestHead, Stop> {
+        let config = self.shard.config();
+        let mut head_started = false;
+        loop {
+            if !self.rbuf.data().is_empty() {
+                match request::parse_head(self.rbuf.data(), &self.limits) {
+                    Ok(HeadStatus::Complete(head)) => return Ok(head),
+                    Ok(HeadStatus::Partial) => {}
+                    Err(e) => {
+                        self.refuse(&e);
+                        return Err(Stop::Done);
+                    }
+                }
+            }
+            // Everything answered so far goes out before we wait.
+            self.flush().await?;
+            if self.rbuf.data().is_empty() {
+                if self.shard.shutting_down() {
+                    return Err(Stop::Done);
+                }
+                self.shard
+                    .conns
+                    .set(self.slot, Phase::Idle, now_ms() + config.idle_timeout_ms);
+            } else if !head_started {
+                head_started = true;
+                self.shard
+                    .conns
+                    .set(self.slot, Phase::Head, now_ms() + config.header_timeout_ms);
+            }
+            match self.fill().await {
+                Ok(n) if n > 0 => {
+                    if !head_started {
+                        head_started = true;
+                        self.shard
+                            .conns
+                            .set(self.slot, Phase::Head, now_ms() + config.header_timeout_ms);
+                    }
+                }
+                _ => {
+                    if self.shard.conns.timed_out(self.slot) && !self.rbuf.data().is_empty() {
+                        self.refuse(&HttpError::Timeout);
+                    }
+                    return Err(Stop::Done);
+                }
+            }
+        }
+    }
+
+    /// Writes an error response for a request that could not be framed.
+    fn refuse(&mut self, e: &HttpError) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = self.shard.write_pool.take_write();
+        }
+        let mode = ResponseMode {
+            keep_alive: false,
+            http10: false,
+            head_only: false,
+        };
+        let reply = routes::error(&mut self.wbuf, mode, Route::Malformed, e);
+        self.shard.metrics().record_request(reply.route, reply.status, 0);
+    }
+
+    /// Reads the body of `head`. `Err(None)` means the client went away or
+    /// timed out; `Err(Some(e))` is a framing error to answer.
+    async fn read_body(&mut self, head: &RequestHead) -> Result<Vec<u8>, Option<HttpError>> {
+        let config = self.shard.config();
+        self.shard
+            .conns
+            .set(self.slot, Phase::Body, now_ms() + config.body_timeout_ms);
+        if head.expect_continue && self.rbuf.data().is_empty() {
+            self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.flush().await.map_err(|_| None)?;
+            self.wbuf = self.shard.write_pool.take_write();
+        }
+        let mut body = Vec::new();
+        match head.body {
+            BodyFraming::None => {}
+            BodyFraming::Length(n) => {
+                body.reserve_exact(n);
+                loop {
+                    let available = self.rbuf.data();
+                    let take = available.len().min(n - body.len());
+                    body.extend_from_slice(&available[..take]);
+                    self.rbuf.consume(take);
+                    if body.len() == n {
+                        break;
+                    }
+                    self.fill_body().await?;
+                }
+            }
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new(config.body_bytes_max);
+                loop {
+                    let consumed = decoder.decode(self.rbuf.data(), &mut body).map_err(Some)?;
+                    self.rbuf.consume(consumed);
+                    if decoder.is_done() {
+                        break;
+                    }
+                    self.fill_body().await?;
+                }
+            }
+        }
+        self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
+        Ok(body)
+    }
+
+    async fn fill_body(&mut self) -> Result<(), Option<HttpError>> {
+        match self.fill().await {
+            Ok(n) if n > 0 => Ok(()),
+            _ if self.shard.conns.timed_out(self.slot) => Err(Some(HttpError::Timeout)),
+            _ => Err(None),
+        }
+    }
+
+    /// Reads more bytes into the read buffer. Takes a buffer from the pool
+    /// only for the duration of a successful read (see the module doc).
+    async fn fill(&mut self) -> io::Result<usize> {
+        let pool: &BufferPool = &self.shard.read_pool;
+        let rbuf = &mut self.rbuf;
+        let stream = &mut self.stream;
+        std::future::poll_fn(|cx| {
+            let buf = rbuf.buf.get_or_insert_with(|| pool.take_read());
+            if rbuf.end == buf.len() {
+                // Move the unconsumed bytes to the front to make room.
+                buf.copy_within(rbuf.start..rbuf.end, 0);
+                rbuf.end -= rbuf.start;
+                rbuf.start = 0;
+            }
+            debug_assert!(rbuf.end < buf.len(), "fill() called with a full buffer");
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf[rbuf.end..]) {
+                Poll::Ready(Ok(n)) => {
+                    rbuf.end += n;
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if rbuf.start == rbuf.end {
+                        if let Some(b) = rbuf.buf.take() {
+                            pool.give(b);
+                        }
+                        rbuf.start = 0;
+                        rbuf.end = 0;
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends everything in the write buffer, then returns it to the pool.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.wbuf.is_empty() {
+            if self.wbuf.capacity() != 0 {
+                self.shard.write_pool.give(std::mem::take(&mut self.wbuf));
+            }
+            return Ok(());
+        }
+        let config = self.shard.config();
+        self.shard
+            .conns
+            .set(self.slot, Phase::Send, now_ms() + config.send_timeout_ms);
+        let result = self.stream.write_all(&self.wbuf).await;
+        self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
+        let buf = std::mem::take(&mut self.wbuf);
+        self.shard.write_pool.give(buf);
+        result.map_err(|_| Stop::Done)
+    }
+}

@@ -1,0 +1,87 @@
+//! Cross-core mailboxes: how a note written through one core reaches the
+//! index of every other core.
+//!
+//! Each core has one [`Inbox`]: a bounded lock-free queue
+//! (`crossbeam_queue::ArrayQueue`, multi-producer) of [`NoteRef`]s and an
+//! [`AtomicWaker`] for its consumer task. A producer pushes and wakes; the
+//! consumer drains the queue, inserting into its index, then registers its
+//! waker and re-checks before sleeping (so no push can be missed). Only the
+//! first wake after the consumer registers costs anything (a cross-thread
+//! wake of a sleeping executor); later ones find no waker. A note is an
+//! `Arc` pointer: the bytes are shared, never copied between cores.
+//!
+//! The same inbox carries the shutdown request from the main thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::ArrayQueue;
+
+use crate::store::index::NoteRef;
+
+/// Notes a core may have queued for it before producers wait. At the
+/// measured write rates this is well over a second of writes.
+pub const INBOX_CAPACITY: usize = 64 * 1024;
+
+pub struct Inbox {
+    queue: ArrayQueue<NoteRef>,
+    waker: AtomicWaker,
+    shutdown: AtomicBool,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Inbox {
+            queue: ArrayQueue::new(INBOX_CAPACITY),
+            waker: AtomicWaker::new(),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Inbox {
+    /// Queues a note for this inbox's core, waiting (asynchronously, on the
+    /// producer's executor) while the queue is full.
+    pub async fn send(&self, mut note: NoteRef) {
+        loop {
+            match self.queue.push(note) {
+                Ok(()) => break,
+                Err(back) => {
+                    note = back;
+                    self.waker.wake();
+                    glommio::timer::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        }
+        self.waker.wake();
+    }
+
+    pub fn try_recv(&self) -> Option<NoteRef> {
+        self.queue.pop()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Registers the consumer's waker. Call, then re-check the queue and
+    /// the shutdown flag before sleeping.
+    pub fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Asks the owning core to shut down (called from the main thread).
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,130 @@
+//! Durable note storage: an append-only, checksummed log of rkyv records.
+//!
+//! - [`note`]: the `Note` type, its id, and archive access.
+//! - [`record`]: framing of one record (length, CRC32C, payload).
+//! - [`segment`]: segment files and the data directory layout.
+//! - [`recovery`]: rebuilding the index from the segments at start-up.
+//! - [`writer`]: one core's appender with group commit.
+//! - [`index`]: one core's in-memory view of all notes.
+//!
+//! This module also owns the data directory itself ([`DataDir`]): its lock,
+//! so two servers never write the same log, and the node id.
+
+pub mod index;
+pub mod note;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Errors of the storage layer outside the write path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("data directory {0} is in use by another uringnotes process")]
+    Locked(PathBuf),
+    #[error("{0} is damaged: expected 8 hex digits naming this node")]
+    BadNodeId(PathBuf),
+}
+
+impl StoreError {
+    pub fn io(action: &'static str, path: &Path, source: io::Error) -> StoreError {
+        StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// An opened, locked data directory.
+pub struct DataDir {
+    pub path: PathBuf,
+    pub node_id: u32,
+    /// Holds the flock(2) for as long as the server runs.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates the directory layout if needed, takes the lock, and reads (or
+    /// on first start creates) the node id.
+    pub fn open(path: &Path) -> Result<DataDir, StoreError> {
+        fs::create_dir_all(segment::log_dir(path))
+            .map_err(|e| StoreError::io("creating", path, e))?;
+        let lock_path = path.join("LOCK");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io("opening", &lock_path, e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(StoreError::Locked(path.to_owned()));
+            }
+            return Err(StoreError::io("locking", &lock_path, err));
+        }
+        let node_id = read_or_create_node_id(path)?;
+        Ok(DataDir {
+            path: path.to_owned(),
+            node_id,
+            _lock: lock,
+        })
+    }
+}
+
+fn read_or_create_node_id(dir: &Path) -> Result<u32, StoreError> {
+    let path = dir.join("node.id");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = text.trim();
+            if text.len() != 8 {
+                return Err(StoreError::BadNodeId(path));
+            }
+            match u32::from_str_radix(text, 16) {
+                Ok(id) if id != 0 => Ok(id),
+                _ => Err(StoreError::BadNodeId(path)),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id = random_node_id().map_err(|e| StoreError::io("reading", Path::new("/dev/urandom"), e))?;
+            // Write, sync, rename, sync the directory: the id is either
+            // there completely or not at all.
+            let tmp = dir.join("node.id.tmp");
+            let mut f = File::create(&tmp).map_err(|e| StoreError::io("creating", &tmp, e))?;
+            writeln!(f, "{id:08x}").map_err(|e| StoreError::io("writing", &tmp, e))?;
+            f.sync_all().map_err(|e| StoreError::io("syncing", &tmp, e))?;
+            fs::rename(&tmp, &path).map_err(|e| StoreError::io("renaming", &tmp, e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StoreError::io("syncing", dir, e))?;
+            Ok(id)
+        }
+        Err(e) => Err(StoreError::io("reading", &path, e)),
+    }
+}
+
+fn random_node_id() -> io::Result<u32> {
+    let mut f = File::open("/dev/urandom")?;
+    loop {
+        let mut b = [0u8; 4];
+        f.read_exact(&mut b)?;
+        let id = u32::from_le_bytes(b);
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Recovery: rebuild the index from the segments on start-up.
+//!
+//! Every record's checksum is verified and every payload is validated as a
+//! note before it is indexed, so nothing damaged is ever served. Damage is
+//! handled by where it is:
+//! - a torn or corrupt *tail* (no valid record follows) is cut off the file
+//!   (the usual result of a crash in the middle of a write);
+//! - damage in the *middle* of a segment (a valid record follows, found by
+//!   scanning forward) is skipped and reported; the records after it are
+//!   kept. The damaged note can only come back from a replica.
+//!
+//! Runs once, on the main thread, before any executor starts.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+
+use super::index::{Index, NoteRef};
+use super::record::{self, Decoded, RECORD_HEADER_BYTES};
+use super::segment::{self, HeaderError, SEGMENT_HEADER_BYTES};
+use super::StoreError;
+
+/// What recovery did, for the start-up log line and `/_status`.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    pub duplicates: u64,
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+    /// Tails cut off: (file, offset where the cut starts, bytes removed).
+    pub truncated: Vec<(PathBuf, u64, u64)>,
+    /// Damaged ranges skipped inside a segment: (file, offset, bytes).
+    pub skipped: Vec<(PathBuf, u64, u64)>,
+    /// Files ignored because they are not readable segments: (file, why).
+    pub rejected: Vec<(PathBuf, String)>,
+}
+
+/// The result of recovery: all notes, and where each core continues.
+pub struct Recovered {
+    pub index: Index,
+    /// The number of the next segment each core should create.
+    pub next_segment_by_core: FxHashMap<u16, u32>,
+    pub report: RecoveryReport,
+}
+
+/// Scans `data_dir/log`, repairing tails in place when `repair` is true.
+pub fn recover(data_dir: &Path, repair: bool) -> Result<Recovered, StoreError> {
+    let started = Instant::now();
+    let dir = segment::log_dir(data_dir);
+    let mut segments: Vec<(u16, u32, PathBuf)> = Vec::new();
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io("listing", &dir, e))?;
+                let name = entry.file_name();
+                if let Some((core, number)) = name.to_str().and_then(segment::parse_file_name) {
+                    segments.push((core, number, entry.path()));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("listing", &dir, e)),
+    }
+    segments.sort();
+
+    let mut index = Index::new();
+    let mut next_segment_by_core: FxHashMap<u16, u32> = FxHashMap::default();
+    let mut report = RecoveryReport::default();
+    for (core, number, path) in &segments {
+        let next = next_segment_by_core.entry(*core).or_insert(1);
+        *next = (*next).max(number + 1);
+        scan_segment(path, repair, &mut index, &mut report)?;
+    }
+    report.segments = segments.len();
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(Recovered {
+        index,
+        next_segment_by_core,
+        report,
+    })
+}
+
+fn scan_segment(
+    path: &Path,
+    repair: bool,
+    index: &mut Index,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    let bytes = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
+    match segment::check_header(&bytes) {
+        Ok(()) => {}
+        Err(HeaderError::Short) => {
+            // A crash while the segment was being created: it holds nothing.
+            if repair {
+                fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
+            }
+            report
+                .truncated
+                .push((path.to_owned(), 0, bytes.len() as u64));
+            return Ok(());
+        }
+        Err(e) => {
+            report.rejected.push((path.to_owned(), e.to_string()));
+            return Ok(());
+        }
+    }
+    report.bytes += bytes.len() as u64;
+    let chunk: Arc<[u8]> = bytes.into();
+    let mut pos = SEGMENT_HEADER_BYTES;
+    while pos < chunk.len() {
+        if let Some(total) = valid_record_at(&chunk, pos) {
+            let note_ref = NoteRef::in_chunk(&chunk, pos + RECORD_HEADER_BYTES, total - RECORD_HEADER_BYTES)
+                .unwrap_or_else(|_| unreachable!("valid_record_at validated the payload"));
+            report.records += 1;
+            if !index.insert(note_ref) {
+                report.duplicates += 1;
+            }
+            pos += total;
+            continue;
+        }
+        match (pos + 1..chunk.len()).find(|&q| valid_record_at(&chunk, q).is_some()) {
+            Some(resume) => {
+                report
+                    .skipped
+                    .push((path.to_owned(), pos as u64, (resume - pos) as u64));
+                pos = resume;
+            }
+            None => {
+                let cut = (chunk.len() - pos) as u64;
+                if repair {
+                    truncate(path, pos as u64)?;
+                }
+                report.truncated.push((path.to_owned(), pos as u64, cut));
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The total size of the record at `pos` if it is whole, checksummed and a valid note.
+fn valid_record_at(chunk: &Arc<[u8]>, pos: usize) -> Option<usize> {
+    match record::decode(&chunk[pos..]) {
+        Decoded::Record { total_bytes } => {
+            let payload = &chunk[pos + RECORD_HEADER_BYTES..pos + total_bytes];
+            super::note::access(payload).ok().map(|_| total_bytes)
+        }
+        Decoded::Incomplete | Decoded::Corrupt(_) => None,
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::io("opening for repair", path, e))?;
+    file.set_len(len)
+        .map_err(|e| StoreError::io("truncating", path, e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("syncing", path, e))
+}

@@ -1,0 +1,316 @@
+//! The per-core log writer, with group commit.
+//!
+//! One [`LogWriter`] per core appends that core's records to that core's
+//! segments. Appends join the *open batch*; a single flusher task writes the
+//! whole batch with one write and one `fdatasync`, then reports the outcome
+//! to every append in it. Appends that arrive while a flush runs form the
+//! next batch, so one fsync covers every write that arrived during the
+//! previous one (group commit) and the fsync rate adapts to load.
+//!
+//! Invariants:
+//! - an append returns `Ok` only after its bytes were written and (with
+//!   `FsyncPolicy::Always`) fdatasync'd; any error reaches every append of
+//!   the batch, never swallowed;
+//! - the file never holds a partial batch after a failed write: the writer
+//!   truncates back to the last good length, and after an fsync failure
+//!   (when the kernel may have dropped dirty pages) it moves to a new segment.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+
+use super::record;
+use super::segment;
+use crate::config::FsyncPolicy;
+use crate::metrics::{AllMetrics, CoreMetrics};
+
+/// Upper bound on bytes in one batch; appends beyond it wait for the next one.
+/// Bounds the memory of a batch and the latency added to its first writer.
+pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Why an append was not made durable. Cheap to clone: every append of a
+/// failed batch gets a copy.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum WriteError {
+    #[error("the disk is full")]
+    NoSpace,
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl WriteError {
+    fn from_glommio(action: &str, e: glommio::GlommioError<()>) -> WriteError {
+        let io: std::io::Error = e.into();
+        if io.raw_os_error() == Some(libc::ENOSPC) || io.raw_os_error() == Some(libc::EDQUOT) {
+            WriteError::NoSpace
+        } else {
+            WriteError::Io(format!("{action}: {io}"))
+        }
+    }
+}
+
+/// Where one append learns its batch's outcome.
+#[derive(Default)]
+struct Completion {
+    outcome: Cell<Option<Result<(), WriteError>>>,
+    waker: Cell<Option<Waker>>,
+}
+
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    completions: Vec<Rc<Completion>>,
+}
+
+struct OpenSegment {
+    file: Rc<BufferedFile>,
+    number: u32,
+    /// Bytes known good in the file (header and whole records).
+    len: u64,
+}
+
+pub struct LogWriter {
+    data_dir: PathBuf,
+    core: u16,
+    fsync: FsyncPolicy,
+    segment_bytes_max: u64,
+    /// All cores' metrics; this writer updates only `metrics[core]`.
+    metrics: AllMetrics,
+    open: RefCell<Batch>,
+    segment: RefCell<Option<OpenSegment>>,
+    next_segment: Cell<u32>,
+    flusher: Cell<Option<Waker>>,
+    /// Set while a batch is being written; `Batch::bytes` is then the next batch.
+    flushing: Cell<bool>,
+    stopped: Cell<bool>,
+    /// Woken when the open batch gets room again after reaching BATCH_BYTES_MAX.
+    room_waiters: RefCell<Vec<Waker>>,
+    idle_waiters: RefCell<Vec<Waker>>,
+}
+
+impl LogWriter {
+    pub fn new(
+        data_dir: PathBuf,
+        core: u16,
+        next_segment: u32,
+        fsync: FsyncPolicy,
+        segment_bytes_max: u64,
+        metrics: AllMetrics,
+    ) -> Rc<LogWriter> {
+        Rc::new(LogWriter {
+            data_dir,
+            core,
+            fsync,
+            segment_bytes_max,
+            metrics,
+            open: RefCell::default(),
+            segment: RefCell::new(None),
+            next_segment: Cell::new(next_segment),
+            flusher: Cell::new(None),
+            flushing: Cell::new(false),
+            stopped: Cell::new(false),
+            room_waiters: RefCell::default(),
+            idle_waiters: RefCell::default(),
+        })
+    }
+
+    fn core_metrics(&self) -> &CoreMetrics {
+        &self.metrics[self.core as usize]
+    }
+
+    /// Appends one record and waits until it is durable (or failed).
+    pub async fn append(&self, payload: &[u8]) -> Result<(), WriteError> {
+        poll_fn(|cx| {
+            if self.stopped.get() {
+                return Poll::Ready(Err(WriteError::ShuttingDown));
+            }
+            if self.open.borrow().bytes.len() < BATCH_BYTES_MAX {
+                return Poll::Ready(Ok(()));
+            }
+            self.room_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        let completion = Rc::new(Completion::default());
+        {
+            let mut batch = self.open.borrow_mut();
+            record::encode_into(&mut batch.bytes, payload);
+            batch.completions.push(Rc::clone(&completion));
+        }
+        if let Some(w) = self.flusher.take() {
+            w.wake();
+        }
+        poll_fn(|cx| match completion.outcome.take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => {
+                completion.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until nothing is pending or being written.
+    pub async fn flushed(&self) {
+        poll_fn(|cx| {
+            if !self.flushing.get() && self.open.borrow().completions.is_empty() {
+                Poll::Ready(())
+            } else {
+                self.idle_waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Refuses further appends (those already queued are still written).
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        for w in self.room_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// The flusher: runs for the life of the shard, one batch at a time.
+    pub async fn run_flusher(self: Rc<Self>) {
+        loop {
+            poll_fn(|cx| {
+                if self.open.borrow().completions.is_empty() {
+                    self.flusher.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            let batch = std::mem::take(&mut *self.open.borrow_mut());
+            for w in self.room_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+            self.flushing.set(true);
+            let records = batch.completions.len() as u64;
+            let outcome = self.write_batch(batch.bytes).await;
+            self.flushing.set(false);
+            match &outcome {
+                Ok(()) => self.core_metrics().add_records_durable(records),
+                Err(e) => {
+                    tracing::error!(core = self.core, records, error = %e, "log write failed; the batch is not acknowledged");
+                    self.core_metrics().add_write_errors(1);
+                }
+            }
+            for c in batch.completions {
+                c.outcome.set(Some(outcome.clone()));
+                if let Some(w) = c.waker.take() {
+                    w.wake();
+                }
+            }
+            if self.open.borrow().completions.is_empty() {
+                for w in self.idle_waiters.borrow_mut().drain(..) {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    async fn write_batch(&self, bytes: Vec<u8>) -> Result<(), WriteError> {
+        let needs_roll = match &*self.segment.borrow() {
+            None => true,
+            Some(seg) => seg.len + bytes.len() as u64 > self.segment_bytes_max,
+        };
+        if needs_roll {
+            self.roll().await?;
+        }
+        let (file, file_offset, number) = match &*self.segment.borrow() {
+            Some(seg) => (Rc::clone(&seg.file), seg.len, seg.number),
+            None => return Err(WriteError::Io("no open segment".into())),
+        };
+        let total = bytes.len();
+        // A short write to a regular file means the device is full; the
+        // batch fails as a whole and its bytes are cut off again.
+        let written = match file.write_at(bytes, file_offset).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.repair_after_failed_write(&file, file_offset).await;
+                return Err(WriteError::from_glommio("write", e));
+            }
+        };
+        if written != total {
+            self.repair_after_failed_write(&file, file_offset).await;
+            return Err(WriteError::NoSpace);
+        }
+        if self.fsync == FsyncPolicy::Always {
+            if let Err(e) = file.fdatasync().await {
+                // After a failed fsync the page cache may no longer hold
+                // what we wrote (fsyncgate): never append to this file again.
+                tracing::error!(core = self.core, segment = number, "fdatasync failed; moving to a new segment");
+                self.segment.borrow_mut().take();
+                return Err(WriteError::from_glommio("fdatasync", e));
+            }
+            self.core_metrics().add_fsyncs(1);
+        }
+        if let Some(seg) = self.segment.borrow_mut().as_mut() {
+            seg.len = file_offset + total as u64;
+        }
+        self.core_metrics().add_log_bytes(total as u64);
+        Ok(())
+    }
+
+    /// Cuts a partially written batch off the file; if even that fails, the
+    /// segment is abandoned (recovery will cut the tail on the next start).
+    async fn repair_after_failed_write(&self, file: &BufferedFile, good_len: u64) {
+        if let Err(e) = file.truncate(good_len).await {
+            tracing::error!(core = self.core, error = %e, "cannot truncate a failed write; abandoning the segment");
+            self.segment.borrow_mut().take();
+        }
+    }
+
+    /// Opens the next segment, writing and syncing its header and directory entry.
+    async fn roll(&self) -> Result<(), WriteError> {
+        let dir = segment::log_dir(&self.data_dir);
+        let number = self.next_segment.get();
+        let path = dir.join(segment::file_name(self.core, number));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| WriteError::from_glommio("creating segment", e))?;
+        // The number is used even if the rest fails: never reuse a name.
+        self.next_segment.set(number + 1);
+        let header = segment::header().to_vec();
+        let header_len = header.len() as u64;
+        let written = file
+            .write_at(header, 0)
+            .await
+            .map_err(|e| WriteError::from_glommio("writing segment header", e))?;
+        if written as u64 != header_len {
+            return Err(WriteError::NoSpace);
+        }
+        file.fdatasync()
+            .await
+            .map_err(|e| WriteError::from_glommio("syncing segment header", e))?;
+        let directory = Directory::open(&dir)
+            .await
+            .map_err(|e| WriteError::from_glommio("opening log directory", e))?;
+        directory
+            .sync()
+            .await
+            .map_err(|e| WriteError::from_glommio("syncing log directory", e))?;
+        let _ = directory.close().await;
+        // The previous segment (if any) is dropped here, which closes it;
+        // everything in it is already synced.
+        self.segment.replace(Some(OpenSegment {
+            file: Rc::new(file),
+            number,
+            len: header_len,
+        }));
+        tracing::debug!(core = self.core, segment = number, "opened log segment");
+        Ok(())
+    }
+}
