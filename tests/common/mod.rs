@@ -1,0 +1,298 @@
+//! Test harness: start the real `uringnotes` binary on an ephemeral port and
+//! talk raw HTTP/1.1 to it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_uringnotes");
+
+/// A running server process; killed (SIGKILL) on drop unless stopped.
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub stderr_log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server with a fresh data dir and extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Server::start_in(&data_dir, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on an existing data dir (for restarts).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::try_start_in(data_dir, extra).expect("server failed to start")
+    }
+
+    pub fn try_start_in(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+        let stderr_log = data_dir.with_extension(format!("stderr.{}.log", std::process::id()));
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+        let stderr_file = std::fs::File::create(&stderr_log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr_file));
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(rest) = line.strip_prefix("uringnotes listening on http://") {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => Ok(Server {
+                child: Some(child),
+                addr: addr.parse().unwrap(),
+                data_dir: data_dir.to_owned(),
+                stderr_log,
+                _tmp: None,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                Err(format!(
+                    "server did not start (exit {status:?}); stderr:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                ))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// kill -9, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("server did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        self.connect().request(method, path, headers, body)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn post_note(&self, text: &str) -> Response {
+        let body = serde_json::json!({ "text": text }).to_string();
+        self.request("POST", "/notes", &[("Content-Type", "application/json")], body.as_bytes())
+    }
+
+    /// All notes via the JSON API, following cursors.
+    pub fn all_notes(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut before: Option<String> = None;
+        let mut client = self.connect();
+        loop {
+            let path = match &before {
+                Some(b) => format!("/notes?limit=1000&before={b}"),
+                None => "/notes?limit=1000".to_string(),
+            };
+            let r = client.request("GET", &path, &[], b"");
+            assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            out.extend(v["notes"].as_array().unwrap().iter().cloned());
+            match v["next_before"].as_str() {
+                Some(b) => before = Some(b.to_string()),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A raw HTTP/1.1 client over one TCP connection.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        self.send(&build_request(method, path, headers, body));
+        self.read_response_for(method == "HEAD").expect("response")
+    }
+
+    pub fn read_response(&mut self) -> Option<Response> {
+        self.read_response_for(false)
+    }
+
+    /// Reads one response (the body by Content-Length; none for HEAD/1xx/204/304).
+    pub fn read_response_for(&mut self, head_request: bool) -> Option<Response> {
+        let head_end = loop {
+            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
+                break p + 4;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0);
+        let body_len = if head_request || status == 204 || status == 304 || status < 200 { 0 } else { len };
+        while self.buf.len() < head_end + body_len {
+            if !self.fill() {
+                return None;
+            }
+        }
+        let body = self.buf[head_end..head_end + body_len].to_vec();
+        self.buf.drain(..head_end + body_len);
+        Some(Response { status, headers, body })
+    }
+
+    /// Reads until EOF; true if the server closed the connection.
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut b = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut b) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut b = [0u8; 16 * 1024];
+        match self.stream.read(&mut b) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&b[..n]);
+                true
+            }
+        }
+    }
+}
+
+pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends raw bytes on a new connection and returns the first response.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Response> {
+    let mut c = Client::connect(addr);
+    c.send(bytes);
+    c.read_response()
+}
