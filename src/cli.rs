@@ -139,7 +139,15 @@ mod tests {
 
     #[test]
     fn flags_override_defaults() {
-        let cli = Cli::try_parse_from(["uringnotes", "serve", "--listen", "127.0.0.1:0", "--cores", "1"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "uringnotes",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "1",
+        ])
+        .unwrap();
         let Command::Serve(args) = cli.command;
         let cfg = args.to_config().unwrap();
         assert_eq!(cfg.listen.port(), 0);

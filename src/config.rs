@@ -200,12 +200,15 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        Config::default().validate().expect("defaults must validate");
+        Config::default()
+            .validate()
+            .expect("defaults must validate");
     }
 
     #[test]
     fn a_file_overrides_only_what_it_names() {
-        let cfg: Config = toml::from_str("listen = \"127.0.0.1:9000\"\nfsync = \"never\"\n").unwrap();
+        let cfg: Config =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nfsync = \"never\"\n").unwrap();
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.fsync, FsyncPolicy::Never);
         assert_eq!(cfg.body_bytes_max, Config::default().body_bytes_max);

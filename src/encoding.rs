@@ -73,7 +73,10 @@ pub fn form_decode(input: &[u8]) -> Result<String, DecodeError> {
     while i < input.len() {
         match input[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < input.len() && hex(input[i + 1]).is_some() && hex(input[i + 2]).is_some() => {
+            b'%' if i + 2 < input.len()
+                && hex(input[i + 1]).is_some()
+                && hex(input[i + 2]).is_some() =>
+            {
                 out.push(hex(input[i + 1]).unwrap_or(0) << 4 | hex(input[i + 2]).unwrap_or(0));
                 i += 3;
                 continue;
@@ -143,7 +146,12 @@ mod tests {
         assert_eq!(form_decode(b"%zz%4").unwrap(), "%zz%4");
         assert_eq!(form_decode(b"%C3%A9").unwrap(), "é");
         assert_eq!(form_decode(b"%FF"), Err(DecodeError::NotUtf8));
-        assert_eq!(form_field(b"x=1&text=hello+world", "text").unwrap().unwrap(), "hello world");
+        assert_eq!(
+            form_field(b"x=1&text=hello+world", "text")
+                .unwrap()
+                .unwrap(),
+            "hello world"
+        );
         assert!(form_field(b"x=1", "text").is_none());
         assert_eq!(form_field(b"text", "text").unwrap().unwrap(), "");
     }

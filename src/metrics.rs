@@ -155,8 +155,10 @@ impl CoreMetrics {
     }
 
     pub fn connection_closed(&self) {
-        self.connections_open
-            .store(self.connections_open.load(Relaxed).saturating_sub(1), Relaxed);
+        self.connections_open.store(
+            self.connections_open.load(Relaxed).saturating_sub(1),
+            Relaxed,
+        );
     }
 
     pub fn connections_open(&self) -> u64 {
@@ -240,7 +242,9 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         all.iter().map(|m| f(m).load(Relaxed)).sum()
     };
 
-    s.push_str("# HELP uringnotes_http_requests_total HTTP requests answered, by route and status.\n");
+    s.push_str(
+        "# HELP uringnotes_http_requests_total HTTP requests answered, by route and status.\n",
+    );
     s.push_str("# TYPE uringnotes_http_requests_total counter\n");
     for route in Route::ALL {
         for (slot, &status) in STATUSES.iter().enumerate() {
@@ -270,7 +274,10 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
     s.push_str("# TYPE uringnotes_http_request_duration_seconds histogram\n");
     let mut cumulative = 0u64;
     for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
-        cumulative += all.iter().map(|m| m.latency_buckets[i].load(Relaxed)).sum::<u64>();
+        cumulative += all
+            .iter()
+            .map(|m| m.latency_buckets[i].load(Relaxed))
+            .sum::<u64>();
         let _ = writeln!(
             s,
             "uringnotes_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
@@ -289,10 +296,16 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "uringnotes_http_request_duration_seconds_sum {}",
         sum(&|m| &m.latency_sum_us) as f64 / 1e6
     );
-    let _ = writeln!(s, "uringnotes_http_request_duration_seconds_count {cumulative}");
+    let _ = writeln!(
+        s,
+        "uringnotes_http_request_duration_seconds_count {cumulative}"
+    );
 
     let mut family = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
     family(
         "uringnotes_connections_open",
@@ -386,7 +399,9 @@ mod tests {
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("uringnotes_http_requests_total{route=\"page\",status=\"200\"} 2\n"));
-        assert!(text.contains("uringnotes_http_requests_total{route=\"not_found\",status=\"404\"} 1\n"));
+        assert!(
+            text.contains("uringnotes_http_requests_total{route=\"not_found\",status=\"404\"} 1\n")
+        );
         assert!(text.contains("uringnotes_http_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("uringnotes_http_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("uringnotes_http_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));

@@ -13,15 +13,33 @@ fn routes_answer_as_documented() {
     assert!(r.header("Date").is_some(), "every response carries Date");
 
     // POST /notes with each content type.
-    let r = s.request("POST", "/notes", &[("Content-Type", "application/x-www-form-urlencoded")], b"text=form+note%21");
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"text=form+note%21",
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     let form_note = r.json();
     assert_eq!(form_note["text"], "form note!");
-    assert_eq!(r.header("Location").unwrap(), format!("/notes/{}", form_note["id"].as_str().unwrap()));
+    assert_eq!(
+        r.header("Location").unwrap(),
+        format!("/notes/{}", form_note["id"].as_str().unwrap())
+    );
 
-    let r = s.request("POST", "/notes", &[("Content-Type", "application/json")], br#"{"text":"json note"}"#);
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "application/json")],
+        br#"{"text":"json note"}"#,
+    );
     assert_eq!(r.status, 201);
-    let r = s.request("POST", "/notes", &[("Content-Type", "text/plain")], b"plain note");
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        b"plain note",
+    );
     assert_eq!(r.status, 201);
     let plain_id = r.json()["id"].as_str().unwrap().to_string();
 
@@ -29,7 +47,10 @@ fn routes_answer_as_documented() {
     let r = s.request(
         "POST",
         "/notes",
-        &[("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "text/html,application/xhtml+xml")],
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Accept", "text/html,application/xhtml+xml"),
+        ],
         b"text=from+a+browser",
     );
     assert_eq!(r.status, 303);
@@ -51,13 +72,27 @@ fn routes_answer_as_documented() {
     // GET /notes: newest first with cursor pagination.
     let all = s.all_notes();
     let texts: Vec<&str> = all.iter().map(|n| n["text"].as_str().unwrap()).collect();
-    assert_eq!(texts, ["compat note", "from a browser", "plain note", "json note", "form note!"]);
+    assert_eq!(
+        texts,
+        [
+            "compat note",
+            "from a browser",
+            "plain note",
+            "json note",
+            "form note!"
+        ]
+    );
     let r = s.get("/notes?limit=2");
     let page = r.json();
     assert_eq!(page["notes"].as_array().unwrap().len(), 2);
     let next = page["next_before"].as_str().unwrap();
     let r = s.get(&format!("/notes?limit=2&before={next}"));
-    let texts: Vec<_> = r.json()["notes"].as_array().unwrap().iter().map(|n| n["text"].as_str().unwrap().to_string()).collect();
+    let texts: Vec<_> = r.json()["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(texts, ["plain note", "json note"]);
     assert_eq!(s.get("/notes?limit=0").status, 400);
     assert_eq!(s.get("/notes?limit=abc").status, 400);
@@ -112,24 +147,53 @@ fn note_text_is_escaped_everywhere() {
     let html = s.get("/").text();
     assert!(!html.contains("<script>alert"), "raw script tag in page");
     assert!(!html.contains("<img src=x"), "raw img tag in page");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; &quot;&#39;&amp;"));
+    assert!(html.contains(
+        "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; &quot;&#39;&amp;"
+    ));
     let json = s.get("/notes").text();
-    assert!(!json.contains("<script>"), "JSON must escape < for embedding");
-    assert_eq!(s.all_notes()[0]["text"], evil, "JSON decodes to the exact text");
+    assert!(
+        !json.contains("<script>"),
+        "JSON must escape < for embedding"
+    );
+    assert_eq!(
+        s.all_notes()[0]["text"],
+        evil,
+        "JSON decodes to the exact text"
+    );
 }
 
 #[test]
 fn note_text_limits() {
     let s = Server::start(&["--cores", "1"]);
-    let r = s.request("POST", "/notes", &[("Content-Type", "text/plain")], &vec![b'a'; 4097]);
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        &vec![b'a'; 4097],
+    );
     assert_eq!(r.status, 413);
     assert!(r.text().contains("4097 bytes"), "{}", r.text());
-    let r = s.request("POST", "/notes", &[("Content-Type", "text/plain")], &vec![b'a'; 4096]);
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        &vec![b'a'; 4096],
+    );
     assert_eq!(r.status, 201);
-    let r = s.request("POST", "/notes", &[("Content-Type", "text/plain")], b"   \n");
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        b"   \n",
+    );
     assert_eq!(r.status, 400);
     assert!(r.text().contains("empty"));
-    let r = s.request("POST", "/notes", &[("Content-Type", "text/plain")], b"\xff\xfe");
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        b"\xff\xfe",
+    );
     assert_eq!(r.status, 400);
     assert!(r.text().contains("UTF-8"));
     let r = s.get("/add_note?text=%FF");
@@ -138,7 +202,12 @@ fn note_text_limits() {
     assert_eq!(r.status, 400);
     let r = s.request("POST", "/notes", &[("Content-Type", "image/png")], b"x");
     assert_eq!(r.status, 415);
-    let r = s.request("POST", "/notes", &[("Content-Type", "application/json")], br#"{"txt":"x"}"#);
+    let r = s.request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "application/json")],
+        br#"{"txt":"x"}"#,
+    );
     assert_eq!(r.status, 400);
     // The connection survives a refused note (it was framed correctly).
     let mut c = s.connect();
@@ -157,7 +226,11 @@ fn keep_alive_head_and_http10() {
     assert_eq!(r.status, 200);
     let len: usize = r.header("Content-Length").unwrap().parse().unwrap();
     assert!(len > 100, "HEAD reports the GET length");
-    assert_eq!(c.request("GET", "/healthz", &[], b"").status, 200, "no body bytes leaked after HEAD");
+    assert_eq!(
+        c.request("GET", "/healthz", &[], b"").status,
+        200,
+        "no body bytes leaked after HEAD"
+    );
 
     // Connection: close is honoured.
     let r = c.request("GET", "/healthz", &[("Connection", "close")], b"");
@@ -185,7 +258,12 @@ fn hundred_pipelined_requests_in_one_write_are_answered_in_order() {
     let mut batch = Vec::new();
     for i in 0..100 {
         if i % 2 == 0 {
-            batch.extend(build_request("POST", "/notes", &[("Content-Type", "text/plain")], format!("pipelined {i}").as_bytes()));
+            batch.extend(build_request(
+                "POST",
+                "/notes",
+                &[("Content-Type", "text/plain")],
+                format!("pipelined {i}").as_bytes(),
+            ));
         } else {
             batch.extend(build_request("GET", &format!("/nope{i}"), &[], b""));
         }
@@ -193,7 +271,9 @@ fn hundred_pipelined_requests_in_one_write_are_answered_in_order() {
     let mut c = s.connect();
     c.send(&batch);
     for i in 0..100 {
-        let r = c.read_response().unwrap_or_else(|| panic!("response {i} missing"));
+        let r = c
+            .read_response()
+            .unwrap_or_else(|| panic!("response {i} missing"));
         if i % 2 == 0 {
             assert_eq!(r.status, 201);
             assert_eq!(r.json()["text"], format!("pipelined {i}"));
@@ -208,7 +288,12 @@ fn hundred_pipelined_requests_in_one_write_are_answered_in_order() {
 fn a_request_sent_one_byte_at_a_time() {
     let s = Server::start(&["--cores", "1"]);
     let mut c = s.connect();
-    let req = build_request("POST", "/notes", &[("Content-Type", "text/plain")], b"slowly typed");
+    let req = build_request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        b"slowly typed",
+    );
     for b in &req {
         c.send(std::slice::from_ref(b));
         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -257,13 +342,20 @@ fn notes_written_through_every_core_appear_on_every_core() {
         let id = r.json()["id"].as_str().unwrap().to_string();
         cores_seen.insert(id.split('-').nth(1).unwrap().to_string());
     }
-    assert_eq!(cores_seen.len(), 2, "writes landed on both cores: {cores_seen:?}");
+    assert_eq!(
+        cores_seen.len(),
+        2,
+        "writes landed on both cores: {cores_seen:?}"
+    );
     // Within a few ms, every connection (whichever core) sees all 40.
     std::thread::sleep(std::time::Duration::from_millis(50));
     for _ in 0..20 {
         let html = s.get("/").text();
         for i in 0..40 {
-            assert!(html.contains(&format!("note {i}<")), "note {i} missing from a page");
+            assert!(
+                html.contains(&format!("note {i}<")),
+                "note {i} missing from a page"
+            );
         }
     }
 }
@@ -276,5 +368,8 @@ fn graceful_shutdown_exits_zero() {
     assert_eq!(idle.request("GET", "/healthz", &[], b"").status, 200);
     let status = s.terminate();
     assert!(status.success(), "exit status {status:?}");
-    assert!(idle.closed_by_server(), "idle keep-alive connections are closed on shutdown");
+    assert!(
+        idle.closed_by_server(),
+        "idle keep-alive connections are closed on shutdown"
+    );
 }

@@ -19,18 +19,30 @@ const CHUNK_SIZE_DIGITS_MAX: u32 = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size.
-    Size { value: u64, digits: u32 },
+    Size {
+        value: u64,
+        digits: u32,
+    },
     /// Inside `;ext` after the size.
-    Extension { value: u64, bytes: usize },
+    Extension {
+        value: u64,
+        bytes: usize,
+    },
     /// Saw CR after the size line, expecting LF.
-    SizeLf { value: u64 },
-    Data { remaining: u64 },
+    SizeLf {
+        value: u64,
+    },
+    Data {
+        remaining: u64,
+    },
     DataCr,
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerLineStart,
     TrailerLine,
-    TrailerLf { empty_line: bool },
+    TrailerLf {
+        empty_line: bool,
+    },
     Done,
 }
 
@@ -44,7 +56,10 @@ pub struct ChunkedDecoder {
 impl ChunkedDecoder {
     pub fn new(body_bytes_max: usize) -> ChunkedDecoder {
         ChunkedDecoder {
-            state: State::Size { value: 0, digits: 0 },
+            state: State::Size {
+                value: 0,
+                digits: 0,
+            },
             body_bytes_max,
             trailer_bytes: 0,
         }
@@ -127,7 +142,10 @@ impl ChunkedDecoder {
                     if b != b'\n' {
                         return bad("chunk data must be followed by CRLF");
                     }
-                    State::Size { value: 0, digits: 0 }
+                    State::Size {
+                        value: 0,
+                        digits: 0,
+                    }
                 }
                 State::TrailerLineStart => {
                     self.count_trailer()?;
@@ -187,9 +205,16 @@ mod tests {
 
     #[test]
     fn decodes_chunks_extensions_and_trailers() {
-        let (body, n) = decode_all(b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT", 100).unwrap();
+        let (body, n) = decode_all(
+            b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT",
+            100,
+        )
+        .unwrap();
         assert_eq!(body, b"hello world");
-        assert_eq!(n, b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n".len());
+        assert_eq!(
+            n,
+            b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n".len()
+        );
     }
 
     #[test]

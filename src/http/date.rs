@@ -42,7 +42,8 @@ pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.second != now {
-            let formatted = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(now));
+            let formatted =
+                httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(now));
             if formatted.len() == HTTP_DATE_BYTES {
                 c.text.copy_from_slice(formatted.as_bytes());
                 c.second = now;

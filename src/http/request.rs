@@ -135,7 +135,12 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
                 Err(HttpError::bad_request("malformed request line"))
             };
         }
-        Err(e) => return Err(HttpError::bad_request(format!("malformed request: {}", describe(e)))),
+        Err(e) => {
+            return Err(HttpError::bad_request(format!(
+                "malformed request: {}",
+                describe(e)
+            )))
+        }
     };
     let head_bytes = match status {
         httparse::Status::Complete(n) => n,
@@ -186,7 +191,9 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
                     content_length_overflow = true;
                     continue;
                 }
-                return Err(HttpError::bad_request("Content-Length must be a decimal number"));
+                return Err(HttpError::bad_request(
+                    "Content-Length must be a decimal number",
+                ));
             }
             let n: u64 = std::str::from_utf8(value)
                 .ok()
@@ -253,7 +260,9 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
             ));
         }
         if version_minor == 0 {
-            return Err(HttpError::bad_request("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(HttpError::bad_request(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if let Some(unknown) = transfer_codings
             .iter()
@@ -314,7 +323,11 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
 }
 
 /// Splits a request target into path and query spans (RFC 9112 §3.2).
-fn split_target(target: &str, start: u32, method: Method) -> Result<(Span, Option<Span>), HttpError> {
+fn split_target(
+    target: &str,
+    start: u32,
+    method: Method,
+) -> Result<(Span, Option<Span>), HttpError> {
     let bytes = target.as_bytes();
     let mut path_start = 0usize;
     if bytes.first() == Some(&b'/') {
@@ -323,10 +336,15 @@ fn split_target(target: &str, start: u32, method: Method) -> Result<(Span, Optio
         .or_else(|| strip_prefix_ignore_case(bytes, b"https://"))
     {
         // absolute-form: keep only the path (the authority is not used).
-        let authority_end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+        let authority_end = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
         path_start = bytes.len() - rest.len() + authority_end;
         if path_start == bytes.len() || bytes[path_start] == b'?' {
-            return Err(HttpError::bad_request("absolute-form target without a path"));
+            return Err(HttpError::bad_request(
+                "absolute-form target without a path",
+            ));
         }
     } else if bytes == b"*" && method == Method::Options {
         return Ok((Span { start, len: 1 }, None));
@@ -380,17 +398,25 @@ fn describe(e: httparse::Error) -> &'static str {
 }
 
 pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |p| p + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |p| p + 1);
     &v[start..end]
 }
 
 fn strip_prefix_ignore_case<'a>(v: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
-    (v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &v[prefix.len()..])
+    (v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &v[prefix.len()..])
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -435,7 +461,10 @@ mod tests {
 
     #[test]
     fn partial_heads_ask_for_more() {
-        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(HeadStatus::Partial)));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\n"),
+            Ok(HeadStatus::Partial)
+        ));
         assert!(matches!(parse("G"), Ok(HeadStatus::Partial)));
     }
 
@@ -465,17 +494,43 @@ mod tests {
             BodyFraming::Chunked
         );
         assert_eq!(
-            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").body,
+            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
+                .body,
             BodyFraming::Length(5)
         );
-        assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), 400);
+        assert_eq!(
+            status_of(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+            ),
+            400
+        );
         assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-        assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"), 501);
-        assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), 400);
-        assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"), 400);
-        assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1e3\r\n\r\n"), 400);
-        assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n"), 413);
-        assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\n"), 413);
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1e3\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+            ),
+            413
+        );
+        assert_eq!(
+            status_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\n"),
+            413
+        );
         assert_eq!(status_of("POST / HTTP/1.1\r\nHost: a\r\n\r\n"), 411);
     }
 
@@ -484,16 +539,28 @@ mod tests {
         assert_eq!(status_of("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
         assert_eq!(status_of("GET /\r\n\r\n"), 400);
         assert_eq!(status_of("GET / HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(
+            status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            400
+        );
         assert_eq!(status_of("GET / HTTP/1.1\r\nHost a\r\n\r\n"), 400);
-        assert_eq!(status_of("GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), 417);
+        assert_eq!(
+            status_of("GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"),
+            417
+        );
         assert_eq!(status_of("GET notes HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
         assert_eq!(status_of(&long_uri), 414);
-        let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(17000));
+        let big_head = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(17000)
+        );
         assert_eq!(status_of(&big_head), 431);
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
-        assert_eq!(status_of(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), 431);
+        assert_eq!(
+            status_of(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+            431
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ pub fn write_head(
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in headers {
-        debug_assert!(!value.contains(['\r', '\n']), "header {name} carries a line break");
+        debug_assert!(
+            !value.contains(['\r', '\n']),
+            "header {name} carries a line break"
+        );
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -108,11 +111,24 @@ pub fn write_head(
 }
 
 /// A plain-text error or message response.
-pub fn write_text(out: &mut Vec<u8>, mode: ResponseMode, status: u16, headers: &[(&str, &str)], text: &str) {
+pub fn write_text(
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+    status: u16,
+    headers: &[(&str, &str)],
+    text: &str,
+) {
     let mut body = String::with_capacity(text.len() + 1);
     body.push_str(text);
     body.push('\n');
-    write(out, mode, status, "text/plain; charset=utf-8", headers, body.as_bytes());
+    write(
+        out,
+        mode,
+        status,
+        "text/plain; charset=utf-8",
+        headers,
+        body.as_bytes(),
+    );
 }
 
 #[cfg(test)]
@@ -141,7 +157,17 @@ mod tests {
     #[test]
     fn head_has_length_but_no_body() {
         let mut out = Vec::new();
-        write(&mut out, ResponseMode { head_only: true, ..KEEP }, 200, "text/plain", &[], b"hello");
+        write(
+            &mut out,
+            ResponseMode {
+                head_only: true,
+                ..KEEP
+            },
+            200,
+            "text/plain",
+            &[],
+            b"hello",
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Content-Length: 5\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
@@ -150,10 +176,30 @@ mod tests {
     #[test]
     fn connection_header_follows_mode() {
         let mut out = Vec::new();
-        write(&mut out, ResponseMode { keep_alive: false, ..KEEP }, 400, "text/plain", &[], b"");
+        write(
+            &mut out,
+            ResponseMode {
+                keep_alive: false,
+                ..KEEP
+            },
+            400,
+            "text/plain",
+            &[],
+            b"",
+        );
         assert!(String::from_utf8_lossy(&out).contains("Connection: close\r\n"));
         out.clear();
-        write(&mut out, ResponseMode { http10: true, ..KEEP }, 200, "text/plain", &[], b"");
+        write(
+            &mut out,
+            ResponseMode {
+                http10: true,
+                ..KEEP
+            },
+            200,
+            "text/plain",
+            &[],
+            b"",
+        );
         assert!(String::from_utf8_lossy(&out).contains("Connection: keep-alive\r\n"));
     }
 

@@ -55,10 +55,20 @@ impl Reply {
 }
 
 /// Answers one request.
-pub async fn handle(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub async fn handle(
+    shard: &Shard,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let method = req.head.method;
     if method == Method::Other {
-        return error(out, mode, Route::NotFound, &HttpError::NotImplemented("method not implemented".into()));
+        return error(
+            out,
+            mode,
+            Route::NotFound,
+            &HttpError::NotImplemented("method not implemented".into()),
+        );
     }
     let path = req.path();
     let get = matches!(method, Method::Get | Method::Head);
@@ -77,7 +87,9 @@ pub async fn handle(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: R
         b"/_status" if get => ops::status(shard, out, mode),
         b"/_status" => method_not_allowed(out, mode, Route::Status, "GET, HEAD"),
         p if p.starts_with(b"/notes/") && get => notes::get(shard, req, out, mode),
-        p if p.starts_with(b"/notes/") => method_not_allowed(out, mode, Route::NoteGet, "GET, HEAD"),
+        p if p.starts_with(b"/notes/") => {
+            method_not_allowed(out, mode, Route::NoteGet, "GET, HEAD")
+        }
         _ => {
             response::write_text(out, mode, 404, &[], "not found");
             Reply::new(Route::NotFound, 404)

@@ -38,14 +38,22 @@ pub fn validate_text(text: String, max_bytes: usize) -> Result<String, HttpError
     }
     if text.len() > max_bytes {
         return Err(HttpError::ContentTooLarge(
-            format!("note text is {} bytes; the limit is {max_bytes} bytes", text.len()).into(),
+            format!(
+                "note text is {} bytes; the limit is {max_bytes} bytes",
+                text.len()
+            )
+            .into(),
         ));
     }
     Ok(text)
 }
 
 /// Extracts the note text from a `POST /notes` body by its content type.
-pub fn text_from_body(content_type: ContentType, body: &[u8], max_bytes: usize) -> Result<String, HttpError> {
+pub fn text_from_body(
+    content_type: ContentType,
+    body: &[u8],
+    max_bytes: usize,
+) -> Result<String, HttpError> {
     let text = match content_type {
         ContentType::Form => match encoding::form_field(body, "text") {
             None => return Err(HttpError::invalid("form field 'text' is missing")),
@@ -70,7 +78,12 @@ pub fn text_from_body(content_type: ContentType, body: &[u8], max_bytes: usize) 
 }
 
 /// `POST /notes`.
-pub async fn create(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub async fn create(
+    shard: &Shard,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let max = shard.config().note_text_bytes_max;
     let text = match text_from_body(req.head.content_type, req.body, max) {
         Ok(t) => t,
@@ -89,16 +102,42 @@ pub async fn create(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: R
     let mut body = Vec::with_capacity(note.text().len() + 160);
     write_note_json(&mut body, note);
     body.push(b'\n');
-    response::write(out, mode, 201, "application/json", &[("Location", &location)], &body);
+    response::write(
+        out,
+        mode,
+        201,
+        "application/json",
+        &[("Location", &location)],
+        &body,
+    );
     Reply::new(Route::NotesCreate, 201)
 }
 
 /// `GET /add_note?text=...`: the original server's write, answered 204.
-pub async fn add_note(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub async fn add_note(
+    shard: &Shard,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let max = shard.config().note_text_bytes_max;
     let text = match encoding::form_field(req.query(), "text") {
-        None => return error(out, mode, Route::AddNote, &HttpError::invalid("query parameter 'text' is missing")),
-        Some(Err(_)) => return error(out, mode, Route::AddNote, &HttpError::invalid("note text is not valid UTF-8")),
+        None => {
+            return error(
+                out,
+                mode,
+                Route::AddNote,
+                &HttpError::invalid("query parameter 'text' is missing"),
+            )
+        }
+        Some(Err(_)) => {
+            return error(
+                out,
+                mode,
+                Route::AddNote,
+                &HttpError::invalid("note text is not valid UTF-8"),
+            )
+        }
         Some(Ok(t)) => t,
     };
     let text = match validate_text(text, max) {
@@ -115,7 +154,9 @@ pub async fn add_note(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode:
 fn write_failed(out: &mut Vec<u8>, mode: ResponseMode, route: Route, e: &WriteError) -> Reply {
     let msg = match e {
         WriteError::NoSpace => "the disk is full: the note was not stored".to_string(),
-        WriteError::ShuttingDown => "the server is shutting down: the note was not stored".to_string(),
+        WriteError::ShuttingDown => {
+            "the server is shutting down: the note was not stored".to_string()
+        }
         WriteError::Io(m) => format!("storage error, the note was not stored: {m}"),
     };
     response::write_text(out, mode, 503, &[("Retry-After", "1")], &msg);
@@ -129,7 +170,14 @@ pub fn get(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMo
         .and_then(|s| s.parse::<NoteId>().ok());
     let index = shard.index();
     let Some(note) = id.and_then(|id| index.get(&id)) else {
-        response::write(out, mode, 404, "application/json", &[], b"{\"error\":\"no such note\"}\n");
+        response::write(
+            out,
+            mode,
+            404,
+            "application/json",
+            &[],
+            b"{\"error\":\"no such note\"}\n",
+        );
         return Reply::new(Route::NoteGet, 404);
     };
     let mut scratch = shard.scratch();
@@ -146,17 +194,30 @@ pub fn list(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseM
     let mut before: Option<NoteId> = None;
     for (k, v) in encoding::form_pairs(req.query()) {
         match k {
-            b"limit" => match std::str::from_utf8(v).ok().and_then(|v| v.parse::<usize>().ok()) {
+            b"limit" => match std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
                 Some(n) if (1..=LIST_LIMIT_MAX).contains(&n) => limit = n,
                 _ => {
-                    let e = HttpError::invalid(format!("limit must be a number in 1..={LIST_LIMIT_MAX}"));
+                    let e = HttpError::invalid(format!(
+                        "limit must be a number in 1..={LIST_LIMIT_MAX}"
+                    ));
                     return error(out, mode, Route::NotesList, &e);
                 }
             },
-            b"before" => match std::str::from_utf8(v).ok().and_then(|v| v.parse::<NoteId>().ok()) {
+            b"before" => match std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<NoteId>().ok())
+            {
                 Some(id) => before = Some(id),
                 None => {
-                    return error(out, mode, Route::NotesList, &HttpError::invalid("before must be a note id"))
+                    return error(
+                        out,
+                        mode,
+                        Route::NotesList,
+                        &HttpError::invalid("before must be a note id"),
+                    )
                 }
             },
             _ => {}
@@ -164,7 +225,12 @@ pub fn list(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseM
     }
     let index = shard.index();
     let Some(newest) = index.newest(before.as_ref()) else {
-        return error(out, mode, Route::NotesList, &HttpError::invalid("before names an unknown note"));
+        return error(
+            out,
+            mode,
+            Route::NotesList,
+            &HttpError::invalid("before names an unknown note"),
+        );
     };
     let mut scratch = shard.scratch();
     scratch.clear();
@@ -215,15 +281,57 @@ mod tests {
 
     #[test]
     fn text_by_content_type() {
-        assert_eq!(text_from_body(ContentType::Form, b"text=a+b", 10).unwrap(), "a b");
-        assert_eq!(text_from_body(ContentType::Json, br#"{"text":"hi"}"#, 10).unwrap(), "hi");
-        assert_eq!(text_from_body(ContentType::Text, b"plain", 10).unwrap(), "plain");
-        assert_eq!(text_from_body(ContentType::Absent, b"plain", 10).unwrap(), "plain");
-        assert_eq!(text_from_body(ContentType::Other, b"x", 10).unwrap_err().status(), 415);
-        assert_eq!(text_from_body(ContentType::Form, b"nottext=1", 10).unwrap_err().status(), 400);
-        assert_eq!(text_from_body(ContentType::Json, b"{", 10).unwrap_err().status(), 400);
-        assert_eq!(text_from_body(ContentType::Text, b"\xff", 10).unwrap_err().status(), 400);
-        assert_eq!(text_from_body(ContentType::Text, b"   ", 10).unwrap_err().status(), 400);
-        assert_eq!(text_from_body(ContentType::Text, b"01234567890", 10).unwrap_err().status(), 413);
+        assert_eq!(
+            text_from_body(ContentType::Form, b"text=a+b", 10).unwrap(),
+            "a b"
+        );
+        assert_eq!(
+            text_from_body(ContentType::Json, br#"{"text":"hi"}"#, 10).unwrap(),
+            "hi"
+        );
+        assert_eq!(
+            text_from_body(ContentType::Text, b"plain", 10).unwrap(),
+            "plain"
+        );
+        assert_eq!(
+            text_from_body(ContentType::Absent, b"plain", 10).unwrap(),
+            "plain"
+        );
+        assert_eq!(
+            text_from_body(ContentType::Other, b"x", 10)
+                .unwrap_err()
+                .status(),
+            415
+        );
+        assert_eq!(
+            text_from_body(ContentType::Form, b"nottext=1", 10)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            text_from_body(ContentType::Json, b"{", 10)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            text_from_body(ContentType::Text, b"\xff", 10)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            text_from_body(ContentType::Text, b"   ", 10)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            text_from_body(ContentType::Text, b"01234567890", 10)
+                .unwrap_err()
+                .status(),
+            413
+        );
     }
 }

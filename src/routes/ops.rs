@@ -25,7 +25,14 @@ pub fn metrics(shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
     let mut body = shard.scratch();
     body.clear();
     metrics::render_prometheus(&shard.shared().metrics, &gauges, &mut body);
-    response::write(out, mode, 200, "text/plain; version=0.0.4; charset=utf-8", &[], &body);
+    response::write(
+        out,
+        mode,
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        &[],
+        &body,
+    );
     Reply::new(Route::Metrics, 200)
 }
 

@@ -38,12 +38,24 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     if let Some(value) = encoding::form_field(req.query(), "before") {
         match value.ok().and_then(|v| v.parse::<NoteId>().ok()) {
             Some(id) => before = Some(id),
-            None => return error(out, mode, Route::Page, &HttpError::invalid("before must be a note id")),
+            None => {
+                return error(
+                    out,
+                    mode,
+                    Route::Page,
+                    &HttpError::invalid("before must be a note id"),
+                )
+            }
         }
     }
     let index = shard.index();
     let Some(newest) = index.newest(before.as_ref()) else {
-        return error(out, mode, Route::Page, &HttpError::invalid("before names an unknown note"));
+        return error(
+            out,
+            mode,
+            Route::Page,
+            &HttpError::invalid("before names an unknown note"),
+        );
     };
     let config = shard.config();
     let node = shard.node();
@@ -52,8 +64,10 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     page.extend_from_slice(b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>uringnotes</title><style>");
     page.extend_from_slice(STYLE.as_bytes());
-    page.extend_from_slice(b"</style></head><body><main><h1>uringnotes</h1>\
-<form method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>");
+    page.extend_from_slice(
+        b"</style></head><body><main><h1>uringnotes</h1>\
+<form method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>",
+    );
     let _ = write!(
         page,
         "<textarea id=\"text\" name=\"text\" required maxlength=\"{}\"></textarea>",
@@ -88,15 +102,18 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         page.extend_from_slice(b"<p>No notes yet.</p>");
     }
     if let (true, Some(id)) = (more, last) {
-        let _ = write!(page, "<nav><a href=\"/?before={id}\" rel=\"next\">Older notes</a></nav>");
+        let _ = write!(
+            page,
+            "<nav><a href=\"/?before={id}\" rel=\"next\">Older notes</a></nav>"
+        );
     } else if before.is_some() {
         page.extend_from_slice(b"<nav><a href=\"/\">Newest notes</a></nav>");
     }
     page.extend_from_slice(b"<footer>node ");
     html_escape_into(&mut page, &node.name);
-    let _ = write!(
+    let _ = writeln!(
         page,
-        " ({:08x}) · {} notes · uringnotes {}</footer></main></body></html>\n",
+        " ({:08x}) · {} notes · uringnotes {}</footer></main></body></html>",
         node.id,
         index.len(),
         env!("CARGO_PKG_VERSION")

@@ -119,7 +119,16 @@ struct Connection<'s> {
     /// Pending responses; empty with no capacity while idle.
     wbuf: Vec<u8>,
     limits: HeadLimits,
+    /// Closing after an error while the client may still be sending: drain
+    /// its bytes briefly after our response, so closing with unread data
+    /// does not reset the connection before the client reads the response.
+    linger: bool,
 }
+
+/// Most bytes drained from a client after an error response.
+const LINGER_BYTES_MAX: usize = 1 << 20;
+/// Longest time spent draining a client after an error response.
+const LINGER_MS: u64 = 2_000;
 
 /// Why the connection loop stops.
 enum Stop {
@@ -145,12 +154,15 @@ impl<'s> Connection<'s> {
                 uri_bytes_max: config.uri_bytes_max,
                 body_bytes_max: config.body_bytes_max,
             },
+            linger: false,
         }
     }
 
     async fn run(mut self) {
         let _ = self.serve_requests().await;
-        let _ = self.flush().await;
+        if self.flush().await.is_ok() && self.linger {
+            self.linger_close().await;
+        }
         if let Some(b) = self.rbuf.buf.take() {
             self.shard.read_pool.give(b);
         }
@@ -196,8 +208,30 @@ impl<'s> Connection<'s> {
                 }
             };
             self.record(reply, started);
+            if reply.close {
+                self.linger = true;
+            }
             if reply.close || !mode.keep_alive {
                 return Err(Stop::Done);
+            }
+        }
+    }
+
+    /// Half-closes and discards what the client still sends, bounded in
+    /// bytes and time (the sweeper cuts it at the deadline).
+    async fn linger_close(&mut self) {
+        // SAFETY: shutdown(2) on our own socket.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
+        self.shard
+            .conns
+            .set(self.slot, Phase::Body, now_ms() + LINGER_MS);
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            self.rbuf.start = 0;
+            self.rbuf.end = 0;
+            match self.fill().await {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
             }
         }
     }
@@ -244,9 +278,11 @@ impl<'s> Connection<'s> {
                 Ok(n) if n > 0 => {
                     if !head_started {
                         head_started = true;
-                        self.shard
-                            .conns
-                            .set(self.slot, Phase::Head, now_ms() + config.header_timeout_ms);
+                        self.shard.conns.set(
+                            self.slot,
+                            Phase::Head,
+                            now_ms() + config.header_timeout_ms,
+                        );
                     }
                 }
                 _ => {
@@ -270,7 +306,10 @@ impl<'s> Connection<'s> {
             head_only: false,
         };
         let reply = routes::error(&mut self.wbuf, mode, Route::Malformed, e);
-        self.shard.metrics().record_request(reply.route, reply.status, 0);
+        self.shard
+            .metrics()
+            .record_request(reply.route, reply.status, 0);
+        self.linger = !matches!(e, HttpError::Timeout);
     }
 
     /// Reads the body of `head`. `Err(None)` means the client went away or
@@ -281,7 +320,8 @@ impl<'s> Connection<'s> {
             .conns
             .set(self.slot, Phase::Body, now_ms() + config.body_timeout_ms);
         if head.expect_continue && self.rbuf.data().is_empty() {
-            self.wbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.wbuf
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             self.flush().await.map_err(|_| None)?;
             self.wbuf = self.shard.write_pool.take_write();
         }

@@ -12,7 +12,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Creates and binds one listening socket.
 pub fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -24,7 +28,11 @@ pub fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
 
 /// Binds `count` sockets to `addr`; returns them and the bound address
 /// (with the real port if `addr` asked for an ephemeral one).
-pub fn bind_all(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<(Vec<Socket>, SocketAddr)> {
+pub fn bind_all(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+) -> io::Result<(Vec<Socket>, SocketAddr)> {
     let first = bind_one(addr, backlog)?;
     let bound = first
         .local_addr()?

@@ -55,7 +55,10 @@ pub enum ServerError {
 /// What the main thread waits for.
 enum Event {
     Ready(usize),
-    Exited { core: usize, outcome: Result<(), String> },
+    Exited {
+        core: usize,
+        outcome: Result<(), String>,
+    },
     Signal(i32),
 }
 
@@ -100,7 +103,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let (events_tx, events) = mpsc::channel::<Event>();
     spawn_signal_thread(events_tx.clone());
     for (core, (cpu, socket)) in cpus.iter().zip(sockets).enumerate() {
-        spawn_shard(Arc::clone(&shared), core, *cpu, socket.into_raw_fd(), events_tx.clone())?;
+        spawn_shard(
+            Arc::clone(&shared),
+            core,
+            *cpu,
+            socket.into_raw_fd(),
+            events_tx.clone(),
+        )?;
     }
 
     let mut ready = 0;
@@ -116,7 +125,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 shutdown_all(&shared);
                 return Err(ServerError::ShardStart {
                     core,
-                    reason: outcome.err().unwrap_or_else(|| "exited during start-up".into()),
+                    reason: outcome
+                        .err()
+                        .unwrap_or_else(|| "exited during start-up".into()),
                 });
             }
             Ok(Event::Signal(_)) => {
@@ -154,7 +165,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             Ok(Event::Signal(sig)) => {
                 tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
                 shutdown_all(&shared);
-                let grace = Duration::from_millis(shared.config.shutdown_timeout_ms) + Duration::from_secs(5);
+                let grace = Duration::from_millis(shared.config.shutdown_timeout_ms)
+                    + Duration::from_secs(5);
                 let deadline = Instant::now() + grace;
                 while exited < cores {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -237,7 +249,9 @@ fn spawn_signal_thread(events: mpsc::Sender<Event>) {
                     }
                 });
         }
-        Err(e) => tracing::error!(error = %e, "cannot install signal handlers; SIGTERM will not shut down gracefully"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers; SIGTERM will not shut down gracefully")
+        }
     }
 }
 
@@ -247,7 +261,9 @@ fn select_cpus(cores: usize) -> Result<Vec<usize>, ServerError> {
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
     if available.is_empty() {
-        return Err(ServerError::Cores("cannot list the CPUs this process may run on".into()));
+        return Err(ServerError::Cores(
+            "cannot list the CPUs this process may run on".into(),
+        ));
     }
     if cores == 0 {
         return Ok(available);

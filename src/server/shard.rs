@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_lite::FutureExt as _;
 use glommio::net::TcpListener;
 
+use super::bufpool::BufferPool;
 use super::conn;
 use super::conn_table::{now_ms, ConnTable};
 use super::inbox::Inbox;
@@ -35,7 +36,6 @@ use crate::metrics::{AllMetrics, CoreMetrics};
 use crate::store::index::{Index, NoteRef};
 use crate::store::note::{self, Note, NoteId, Origin};
 use crate::store::writer::{LogWriter, WriteError};
-use super::bufpool::BufferPool;
 
 /// How often the sweeper checks connection deadlines (and heartbeats).
 pub const SWEEP_INTERVAL_MS: u64 = 100;
@@ -267,7 +267,11 @@ async fn drain(shard: &Rc<Shard>) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     if shard.conns.open_count() > 0 {
-        tracing::warn!(core = shard.id, open = shard.conns.open_count(), "shutdown grace period over; closing remaining connections");
+        tracing::warn!(
+            core = shard.id,
+            open = shard.conns.open_count(),
+            "shutdown grace period over; closing remaining connections"
+        );
     }
     shard.writer.stop();
     shard.writer.flushed().await;

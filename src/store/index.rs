@@ -139,10 +139,7 @@ impl Index {
 
     /// Notes newest first, starting after `before` (exclusive) if given.
     /// Returns `None` if `before` names an unknown note.
-    pub fn newest(
-        &self,
-        before: Option<&NoteId>,
-    ) -> Option<impl Iterator<Item = &NoteRef> + '_> {
+    pub fn newest(&self, before: Option<&NoteId>) -> Option<impl Iterator<Item = &NoteRef> + '_> {
         let upper = match before {
             Some(id) => Bound::Excluded((*self.created_by_id.get(id)?, *id)),
             None => Bound::Unbounded,
@@ -179,10 +176,18 @@ mod tests {
         assert!(index.insert(note_ref(0, 1, 10, "a")));
         assert!(index.insert(note_ref(1, 1, 30, "c")));
         assert!(index.insert(note_ref(0, 2, 20, "b")));
-        let texts: Vec<_> = index.newest(None).unwrap().map(|r| r.note().text()).collect();
+        let texts: Vec<_> = index
+            .newest(None)
+            .unwrap()
+            .map(|r| r.note().text())
+            .collect();
         assert_eq!(texts, ["c", "b", "a"]);
         let b = note_ref(0, 2, 20, "b").note().id();
-        let texts: Vec<_> = index.newest(Some(&b)).unwrap().map(|r| r.note().text()).collect();
+        let texts: Vec<_> = index
+            .newest(Some(&b))
+            .unwrap()
+            .map(|r| r.note().text())
+            .collect();
         assert_eq!(texts, ["a"]);
     }
 

@@ -100,13 +100,15 @@ fn read_or_create_node_id(dir: &Path) -> Result<u32, StoreError> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let id = random_node_id().map_err(|e| StoreError::io("reading", Path::new("/dev/urandom"), e))?;
+            let id = random_node_id()
+                .map_err(|e| StoreError::io("reading", Path::new("/dev/urandom"), e))?;
             // Write, sync, rename, sync the directory: the id is either
             // there completely or not at all.
             let tmp = dir.join("node.id.tmp");
             let mut f = File::create(&tmp).map_err(|e| StoreError::io("creating", &tmp, e))?;
             writeln!(f, "{id:08x}").map_err(|e| StoreError::io("writing", &tmp, e))?;
-            f.sync_all().map_err(|e| StoreError::io("syncing", &tmp, e))?;
+            f.sync_all()
+                .map_err(|e| StoreError::io("syncing", &tmp, e))?;
             fs::rename(&tmp, &path).map_err(|e| StoreError::io("renaming", &tmp, e))?;
             File::open(dir)
                 .and_then(|d| d.sync_all())

@@ -80,7 +80,11 @@ impl ArchivedNote {
 /// `{node as 8 hex digits}-{core}-{seq}`, for example `3fa2c1d0-1-42`.
 impl fmt::Display for NoteId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}-{}-{}", self.origin.node, self.origin.core, self.seq)
+        write!(
+            f,
+            "{:08x}-{}-{}",
+            self.origin.node, self.origin.core, self.seq
+        )
     }
 }
 
@@ -102,7 +106,8 @@ impl FromStr for NoteId {
         if node.len() != 8 || !node.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseNoteIdError);
         }
-        let digits = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
         if !digits(core) || !digits(seq) {
             return Err(ParseNoteIdError);
         }

@@ -40,7 +40,11 @@ pub fn parse_file_name(name: &str) -> Option<(u16, u32)> {
     if core.len() != 3 || number.len() != 8 {
         return None;
     }
-    if !core.bytes().chain(number.bytes()).all(|b| b.is_ascii_digit()) {
+    if !core
+        .bytes()
+        .chain(number.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     Some((core.parse().ok()?, number.parse().ok()?))

@@ -248,7 +248,11 @@ impl LogWriter {
             if let Err(e) = file.fdatasync().await {
                 // After a failed fsync the page cache may no longer hold
                 // what we wrote (fsyncgate): never append to this file again.
-                tracing::error!(core = self.core, segment = number, "fdatasync failed; moving to a new segment");
+                tracing::error!(
+                    core = self.core,
+                    segment = number,
+                    "fdatasync failed; moving to a new segment"
+                );
                 self.segment.borrow_mut().take();
                 return Err(WriteError::from_glommio("fdatasync", e));
             }

@@ -46,7 +46,10 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr_file));
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
@@ -117,7 +120,13 @@ impl Server {
     }
 
     /// One request on a fresh connection.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.connect().request(method, path, headers, body)
     }
 
@@ -127,7 +136,12 @@ impl Server {
 
     pub fn post_note(&self, text: &str) -> Response {
         let body = serde_json::json!({ "text": text }).to_string();
-        self.request("POST", "/notes", &[("Content-Type", "application/json")], body.as_bytes())
+        self.request(
+            "POST",
+            "/notes",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
     }
 
     /// All notes via the JSON API, following cursors.
@@ -179,7 +193,8 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -192,16 +207,27 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
 
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.send(&build_request(method, path, headers, body));
         self.read_response_for(method == "HEAD").expect("response")
     }
@@ -236,7 +262,11 @@ impl Client {
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .map(|(_, v)| v.parse().unwrap())
             .unwrap_or(0);
-        let body_len = if head_request || status == 204 || status == 304 || status < 200 { 0 } else { len };
+        let body_len = if head_request || status == 204 || status == 304 || status < 200 {
+            0
+        } else {
+            len
+        };
         while self.buf.len() < head_end + body_len {
             if !self.fill() {
                 return None;
@@ -244,7 +274,11 @@ impl Client {
         }
         let body = self.buf[head_end..head_end + body_len].to_vec();
         self.buf.drain(..head_end + body_len);
-        Some(Response { status, headers, body })
+        Some(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Reads until EOF; true if the server closed the connection.
