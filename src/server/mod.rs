@@ -10,12 +10,14 @@
 //! - [`conn`]: the HTTP connection loop.
 //! - [`conn_table`]: connection deadlines and limits.
 //! - [`inbox`]: cross-core lock-free mailboxes.
+//! - [`dispatch`]: running a request on another core or node.
 //! - [`bufpool`]: per-core buffer pools.
 //! - [`listener`]: SO_REUSEPORT listening sockets.
 
 pub mod bufpool;
 pub mod conn;
 pub mod conn_table;
+pub mod dispatch;
 pub mod inbox;
 pub mod listener;
 pub mod shard;
@@ -73,7 +75,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let data = DataDir::open(&config.data_dir)?;
     let recovered = recovery::recover(&data.path, true)?;
     log_recovery(&recovered.report);
-    let cpus = select_cpus(config.cores)?;
+    let cpus = select_cpus(config.cores, &config.cpus)?;
     raise_nofile_limit();
     let (sockets, bound) = listener::bind_all(config.listen, cpus.len(), config.listen_backlog)
         .map_err(|source| ServerError::Listen {
@@ -97,6 +99,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         recovered: recovered.index,
         next_segment_by_core: recovered.next_segment_by_core,
         started: Instant::now(),
+        cluster: crate::cluster::ClusterShared::new(config.peer_listen.is_some(), cores),
         config,
     });
 
@@ -255,8 +258,9 @@ fn spawn_signal_thread(events: mpsc::Sender<Event>) {
     }
 }
 
-/// The CPUs to pin shards to: the first `cores` of those this process may run on.
-fn select_cpus(cores: usize) -> Result<Vec<usize>, ServerError> {
+/// The CPUs to pin shards to: those listed in `cpus`, else the first
+/// `cores` of those this process may run on (all of them for 0).
+fn select_cpus(cores: usize, cpus: &[usize]) -> Result<Vec<usize>, ServerError> {
     let available: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
@@ -264,6 +268,20 @@ fn select_cpus(cores: usize) -> Result<Vec<usize>, ServerError> {
         return Err(ServerError::Cores(
             "cannot list the CPUs this process may run on".into(),
         ));
+    }
+    if !cpus.is_empty() {
+        if let Some(bad) = cpus.iter().find(|c| !available.contains(c)) {
+            return Err(ServerError::Cores(format!(
+                "--cpus names CPU {bad}, which this process may not run on (allowed: {available:?})"
+            )));
+        }
+        if cores != 0 && cores != cpus.len() {
+            return Err(ServerError::Cores(format!(
+                "--cores {cores} disagrees with --cpus, which lists {} CPUs",
+                cpus.len()
+            )));
+        }
+        return Ok(cpus.to_vec());
     }
     if cores == 0 {
         return Ok(available);
