@@ -347,14 +347,23 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
     s.push_str("# TYPE uringnotes_replication_delay_seconds histogram\n");
     let mut cumulative = 0u64;
     for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
-        cumulative += all.iter().map(|m| m.replication_delay_buckets[i].load(Relaxed)).sum::<u64>();
-        let _ = writeln!(s, "uringnotes_replication_delay_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+        cumulative += all
+            .iter()
+            .map(|m| m.replication_delay_buckets[i].load(Relaxed))
+            .sum::<u64>();
+        let _ = writeln!(
+            s,
+            "uringnotes_replication_delay_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
     }
     cumulative += all
         .iter()
         .map(|m| m.replication_delay_buckets[LATENCY_BUCKETS_US.len()].load(Relaxed))
         .sum::<u64>();
-    let _ = writeln!(s, "uringnotes_replication_delay_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(
+        s,
+        "uringnotes_replication_delay_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
     let _ = writeln!(
         s,
         "uringnotes_replication_delay_seconds_sum {}",

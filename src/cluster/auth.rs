@@ -65,10 +65,17 @@ impl Cookie {
 
     fn mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length.
-        <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+        <HmacSha256 as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
     }
 
-    fn proof_mac(&self, role: &[u8], own: &[u8; NONCE_BYTES], other: &[u8; NONCE_BYTES], ids: (u32, u32)) -> HmacSha256 {
+    fn proof_mac(
+        &self,
+        role: &[u8],
+        own: &[u8; NONCE_BYTES],
+        other: &[u8; NONCE_BYTES],
+        ids: (u32, u32),
+    ) -> HmacSha256 {
         let mut m = self.mac();
         m.update(b"uringnotes-peer-v1 ");
         m.update(role);
@@ -80,16 +87,34 @@ impl Cookie {
     }
 
     /// The proof that the side `role` (b"acceptor" or b"initiator") knows the cookie.
-    pub fn proof(&self, role: &[u8], own: &[u8; NONCE_BYTES], other: &[u8; NONCE_BYTES], ids: (u32, u32)) -> [u8; PROOF_BYTES] {
-        let out = self.proof_mac(role, own, other, ids).finalize().into_bytes();
+    pub fn proof(
+        &self,
+        role: &[u8],
+        own: &[u8; NONCE_BYTES],
+        other: &[u8; NONCE_BYTES],
+        ids: (u32, u32),
+    ) -> [u8; PROOF_BYTES] {
+        let out = self
+            .proof_mac(role, own, other, ids)
+            .finalize()
+            .into_bytes();
         let mut p = [0u8; PROOF_BYTES];
         p.copy_from_slice(&out);
         p
     }
 
     /// Checks a proof in constant time.
-    pub fn verify(&self, role: &[u8], own: &[u8; NONCE_BYTES], other: &[u8; NONCE_BYTES], ids: (u32, u32), proof: &[u8]) -> bool {
-        self.proof_mac(role, own, other, ids).verify_slice(proof).is_ok()
+    pub fn verify(
+        &self,
+        role: &[u8],
+        own: &[u8; NONCE_BYTES],
+        other: &[u8; NONCE_BYTES],
+        ids: (u32, u32),
+        proof: &[u8],
+    ) -> bool {
+        self.proof_mac(role, own, other, ids)
+            .verify_slice(proof)
+            .is_ok()
     }
 
     /// Tag for a membership datagram.
@@ -137,7 +162,10 @@ mod tests {
         let p = c.proof(b"acceptor", &a, &b, (1, 2));
         assert!(c.verify(b"acceptor", &a, &b, (1, 2), &p));
         assert!(!c.verify(b"initiator", &a, &b, (1, 2), &p), "role is bound");
-        assert!(!c.verify(b"acceptor", &b, &a, (1, 2), &p), "nonces are bound");
+        assert!(
+            !c.verify(b"acceptor", &b, &a, (1, 2), &p),
+            "nonces are bound"
+        );
         assert!(!c.verify(b"acceptor", &a, &b, (1, 3), &p), "ids are bound");
         let other = Cookie::from_bytes(b"another-secret-0123456789");
         assert!(!other.verify(b"acceptor", &a, &b, (1, 2), &p));

@@ -141,7 +141,12 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, FrameError> {
         return Ok(Decoded::Incomplete);
     }
     let body_end = FRAME_HEADER_BYTES + len;
-    let stored = u32::from_le_bytes([buf[body_end], buf[body_end + 1], buf[body_end + 2], buf[body_end + 3]]);
+    let stored = u32::from_le_bytes([
+        buf[body_end],
+        buf[body_end + 1],
+        buf[body_end + 2],
+        buf[body_end + 3],
+    ]);
     if stored != crc32c::crc32c(&buf[..body_end]) {
         return Err(FrameError::BadChecksum);
     }
@@ -160,7 +165,11 @@ mod tests {
     fn round_trip_and_incomplete_prefixes() {
         let f = encode(FrameKind::Notes, b"payload");
         match decode(&f).unwrap() {
-            Decoded::Frame { kind, payload, total_bytes } => {
+            Decoded::Frame {
+                kind,
+                payload,
+                total_bytes,
+            } => {
                 assert_eq!(kind, FrameKind::Notes);
                 assert_eq!(payload, b"payload");
                 assert_eq!(total_bytes, f.len());
@@ -168,7 +177,11 @@ mod tests {
             Decoded::Incomplete => panic!("whole frame not decoded"),
         }
         for cut in 0..f.len() {
-            assert_eq!(decode(&f[..cut]), Ok(Decoded::Incomplete), "prefix of {cut} bytes");
+            assert_eq!(
+                decode(&f[..cut]),
+                Ok(Decoded::Incomplete),
+                "prefix of {cut} bytes"
+            );
         }
     }
 
@@ -189,7 +202,10 @@ mod tests {
         assert_eq!(decode(&bad), Err(FrameError::BadChecksum));
         let mut huge = f[..8].to_vec();
         huge[4..8].copy_from_slice(&(FRAME_PAYLOAD_BYTES_MAX as u32 + 1).to_le_bytes());
-        assert_eq!(decode(&huge), Err(FrameError::TooLarge(FRAME_PAYLOAD_BYTES_MAX + 1)));
+        assert_eq!(
+            decode(&huge),
+            Err(FrameError::TooLarge(FRAME_PAYLOAD_BYTES_MAX + 1))
+        );
         assert_eq!(decode(b"GET / HTTP/1.1\r\n"), Err(FrameError::BadMagic));
     }
 }

@@ -18,7 +18,9 @@ use std::os::fd::FromRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, State, Timer};
+use foca::{
+    AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, State, Timer,
+};
 use glommio::net::UdpSocket;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -87,11 +89,13 @@ pub struct Membership {
 }
 
 fn config() -> foca::Config {
-    let mut c = foca::Config::new_lan(std::num::NonZeroU32::new(8).unwrap_or(std::num::NonZeroU32::MIN));
+    let mut c =
+        foca::Config::new_lan(std::num::NonZeroU32::new(8).unwrap_or(std::num::NonZeroU32::MIN));
     c.probe_period = Duration::from_millis(PROBE_PERIOD_MS);
     c.probe_rtt = Duration::from_millis(PROBE_RTT_MS);
     c.suspect_to_down_after = Duration::from_millis(SUSPECT_TO_DOWN_MS);
-    c.max_packet_size = NonZeroUsize::new(DATAGRAM_BYTES_MAX - DATAGRAM_TAG_BYTES).unwrap_or(NonZeroUsize::MIN);
+    c.max_packet_size =
+        NonZeroUsize::new(DATAGRAM_BYTES_MAX - DATAGRAM_TAG_BYTES).unwrap_or(NonZeroUsize::MIN);
     c.max_transmissions = NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN);
     c.periodic_announce = Some(foca::PeriodicParams {
         frequency: Duration::from_secs(5),
@@ -234,9 +238,14 @@ impl Membership {
                     self.events.borrow_mut().push(MemberEvent::Up(id));
                     news = true;
                 }
-                OwnedNotification::Defunct => tracing::warn!("this node was declared down by the cluster"),
+                OwnedNotification::Defunct => {
+                    tracing::warn!("this node was declared down by the cluster")
+                }
                 OwnedNotification::Rejoin(id) => {
-                    tracing::info!(incarnation = id.incarnation, "rejoined the cluster after being declared down")
+                    tracing::info!(
+                        incarnation = id.incarnation,
+                        "rejoined the cluster after being declared down"
+                    )
                 }
                 _ => {}
             }

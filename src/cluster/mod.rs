@@ -96,8 +96,8 @@ pub struct ClusterShared {
     /// Node names whose traffic is dropped (partition test hook).
     blocked: RwLock<Vec<String>>,
     blocked_any: AtomicBool,
-    /// Replication delay of applied remote notes, microseconds (sum, count) for metrics.
-    pub applied_remote: AtomicU64,
+    /// The peer address actually bound (resolves a `:0` port), set once by core 0.
+    pub bound: std::sync::OnceLock<SocketAddr>,
 }
 
 impl ClusterShared {
@@ -108,7 +108,7 @@ impl ClusterShared {
             view: ArcSwap::from_pointee(ClusterView::default()),
             blocked: RwLock::new(Vec::new()),
             blocked_any: AtomicBool::new(false),
-            applied_remote: AtomicU64::new(0),
+            bound: std::sync::OnceLock::new(),
         }
     }
 
@@ -124,7 +124,10 @@ impl ClusterShared {
         if !self.blocked_any.load(Ordering::Acquire) {
             return false;
         }
-        self.blocked.read().map(|b| b.iter().any(|n| n == name)).unwrap_or(false)
+        self.blocked
+            .read()
+            .map(|b| b.iter().any(|n| n == name))
+            .unwrap_or(false)
     }
 }
 
@@ -156,7 +159,10 @@ pub enum ClusterError {
     #[error(transparent)]
     Cookie(#[from] auth::CookieError),
     #[error("cannot listen for peers on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl Cluster {
@@ -170,7 +176,25 @@ impl Cluster {
             Some(p) => Cookie::load(p)?,
             None => unreachable!("config validation requires a cookie file"),
         };
-        let advertise = config.peer_advertise.unwrap_or(peer_listen);
+        let listener = crate::server::listener::ensure_not_in_use(peer_listen)
+            .and_then(|()| crate::server::listener::bind_one(peer_listen, 1024))
+            .map_err(|source| ClusterError::Listen {
+                addr: peer_listen,
+                source,
+            })?;
+        // A `:0` port is resolved here; UDP membership uses the same port.
+        let peer_listen = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(peer_listen);
+        let _ = shard.shared().cluster.bound.set(peer_listen);
+        // SAFETY: a listening socket we just created and hand over.
+        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+        let advertise = match config.peer_advertise {
+            Some(a) => a,
+            None => peer_listen,
+        };
         let me = NodeIdentity {
             node: shard.node().id,
             name: shard.node().name.clone(),
@@ -180,14 +204,6 @@ impl Cluster {
         let incarnation = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
-        let listener = crate::server::listener::ensure_not_in_use(peer_listen)
-            .and_then(|()| crate::server::listener::bind_one(peer_listen, 1024))
-            .map_err(|source| ClusterError::Listen {
-                addr: peer_listen,
-                source,
-            })?;
-        // SAFETY: a listening socket we just created and hand over.
-        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
         let now = Instant::now();
         let cluster = Rc::new(Cluster {
             me,
@@ -198,7 +214,13 @@ impl Cluster {
             membership: RefCell::new(None),
             remote_pending: RefCell::default(),
             next_remote_id: Cell::new(1),
-            joins: RefCell::new(config.join.iter().map(|a| (*a, now, DIAL_BACKOFF_MIN_MS)).collect()),
+            joins: RefCell::new(
+                config
+                    .join
+                    .iter()
+                    .map(|a| (*a, now, DIAL_BACKOFF_MIN_MS))
+                    .collect(),
+            ),
             shard,
         });
         let shared = Arc::clone(cluster.shard.shared_arc());
@@ -213,8 +235,10 @@ impl Cluster {
                         .members
                         .try_borrow()
                         .map(|m| {
-                            m.values()
-                                .any(|m| m.ident.peer_addr == addr && shared.cluster.is_blocked(&m.ident.name))
+                            m.values().any(|m| {
+                                m.ident.peer_addr == addr
+                                    && shared.cluster.is_blocked(&m.ident.name)
+                            })
                         })
                         .unwrap_or(false)
             }),
@@ -276,7 +300,12 @@ impl Cluster {
     }
 
     async fn dial(self: Rc<Self>, addr: SocketAddr, expect: Option<u32>) -> bool {
-        let stream = match TcpStream::connect_timeout(addr, Duration::from_millis(peer::HANDSHAKE_TIMEOUT_MS)).await {
+        let stream = match TcpStream::connect_timeout(
+            addr,
+            Duration::from_millis(peer::HANDSHAKE_TIMEOUT_MS),
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "cannot connect to peer");
@@ -309,7 +338,11 @@ impl Cluster {
 
     /// Registers an authenticated connection and starts its task.
     fn attach(self: &Rc<Self>, peer: NodeIdentity, initiated_by_me: bool, io: FramedStream) {
-        let initiator = if initiated_by_me { self.me.node } else { peer.node };
+        let initiator = if initiated_by_me {
+            self.me.node
+        } else {
+            peer.node
+        };
         {
             let conns = self.conns.borrow();
             if let Some(existing) = conns.get(&peer.node) {
@@ -364,8 +397,12 @@ impl Cluster {
         };
         if removed {
             match reason {
-                PeerError::Local(_) => tracing::info!(peer = %conn.peer.name, "peer connection closed"),
-                other => tracing::warn!(peer = %conn.peer.name, reason = %other, "peer connection lost"),
+                PeerError::Local(_) => {
+                    tracing::info!(peer = %conn.peer.name, "peer connection closed")
+                }
+                other => {
+                    tracing::warn!(peer = %conn.peer.name, reason = %other, "peer connection lost")
+                }
             }
             // Requests forwarded over this connection will get no answer.
             let failed: Vec<(u64, ReplyTo)> = self
@@ -377,7 +414,10 @@ impl Cluster {
                 .collect();
             for (id, reply_to) in failed {
                 self.remote_pending.borrow_mut().remove(&id);
-                self.deliver_reply(reply_to, unavailable_reply("the node serving this request went away"));
+                self.deliver_reply(
+                    reply_to,
+                    unavailable_reply("the node serving this request went away"),
+                );
             }
             self.update_watermarks();
         }
@@ -430,16 +470,24 @@ impl Cluster {
     pub fn forward(&self, node: u32, core: u16, job: DispatchJob) {
         let conn = self.conns.borrow().get(&node).cloned();
         let Some(conn) = conn.filter(|c| !c.is_closed()) else {
-            self.deliver_reply(job.reply_to, unavailable_reply("the chosen node is not connected"));
+            self.deliver_reply(
+                job.reply_to,
+                unavailable_reply("the chosen node is not connected"),
+            );
             return;
         };
         if self.remote_pending.borrow().len() >= REMOTE_PENDING_MAX {
-            self.deliver_reply(job.reply_to, unavailable_reply("too many forwarded requests"));
+            self.deliver_reply(
+                job.reply_to,
+                unavailable_reply("too many forwarded requests"),
+            );
             return;
         }
         let id = self.next_remote_id.get();
         self.next_remote_id.set(id + 1);
-        self.remote_pending.borrow_mut().insert(id, (node, job.reply_to));
+        self.remote_pending
+            .borrow_mut()
+            .insert(id, (node, job.reply_to));
         let req = DispatchRequest {
             id,
             core,
@@ -466,7 +514,9 @@ impl Cluster {
 
     fn deliver_reply(&self, to: ReplyTo, reply: DispatchReply) {
         match to {
-            ReplyTo::Core { core, token } => self.shard.notify_core(core, CoreMsg::DispatchReply { token, reply }),
+            ReplyTo::Core { core, token } => self
+                .shard
+                .notify_core(core, CoreMsg::DispatchReply { token, reply }),
             ReplyTo::Peer { node, id } => self.reply_to_peer(node, id, reply),
         }
     }
@@ -482,7 +532,9 @@ impl Cluster {
     }
 
     fn process_membership_events(self: &Rc<Self>) {
-        let Some(m) = self.membership.borrow().clone() else { return };
+        let Some(m) = self.membership.borrow().clone() else {
+            return;
+        };
         for event in m.take_events() {
             match event {
                 MemberEvent::Up(id) => {
@@ -524,7 +576,11 @@ impl Cluster {
         // Join addresses: until each has been reached once.
         let joins: Vec<SocketAddr> = {
             let mut joins = self.joins.borrow_mut();
-            let due: Vec<SocketAddr> = joins.iter().filter(|(_, at, _)| *at <= now).map(|(a, _, _)| *a).collect();
+            let due: Vec<SocketAddr> = joins
+                .iter()
+                .filter(|(_, at, _)| *at <= now)
+                .map(|(a, _, _)| *a)
+                .collect();
             for j in joins.iter_mut().filter(|(_, at, _)| *at <= now) {
                 j.2 = (j.2 * 2).min(DIAL_BACKOFF_MAX_MS);
                 j.1 = now + Duration::from_millis(j.2);
@@ -543,7 +599,11 @@ impl Cluster {
         let connected: Vec<u32> = self.conns.borrow().keys().copied().collect();
         let mut to_dial = Vec::new();
         for (node, m) in self.members.borrow_mut().iter_mut() {
-            if connected.contains(node) || m.dialing || m.next_dial > now || self.is_blocked(&m.ident.name) {
+            if connected.contains(node)
+                || m.dialing
+                || m.next_dial > now
+                || self.is_blocked(&m.ident.name)
+            {
                 continue;
             }
             m.dialing = true;
@@ -602,7 +662,11 @@ impl Cluster {
                 }
             })
             .collect();
-        self.shard.shared().cluster.view.store(Arc::new(ClusterView { members }));
+        self.shard
+            .shared()
+            .cluster
+            .view
+            .store(Arc::new(ClusterView { members }));
     }
 
     /// Applies a batch of notes from a peer: durable here, then indexed on
@@ -625,7 +689,9 @@ impl Cluster {
             let bytes: Vec<&[u8]> = fresh.iter().map(|r| r.payload()).collect();
             if let Err(e) = self.shard.append_replicated(&bytes).await {
                 // Not acknowledged: the peer resends after reconnecting.
-                return Err(PeerError::Local(format!("cannot store replicated notes: {e}")));
+                return Err(PeerError::Local(format!(
+                    "cannot store replicated notes: {e}"
+                )));
             }
             let now_us = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -659,7 +725,11 @@ impl Cluster {
         Ok(())
     }
 
-    fn on_dispatch_request(self: &Rc<Self>, conn: &Rc<PeerConn>, payload: &[u8]) -> Result<(), PeerError> {
+    fn on_dispatch_request(
+        self: &Rc<Self>,
+        conn: &Rc<PeerConn>,
+        payload: &[u8],
+    ) -> Result<(), PeerError> {
         let req = DispatchRequest::decode(payload)?;
         let cores = self.shard.shared().cpus.len();
         let core = (req.core as usize).min(cores.saturating_sub(1));
@@ -673,7 +743,8 @@ impl Cluster {
             raw_head: req.raw_head,
             body: req.body,
         };
-        self.shard.notify_core(core, CoreMsg::Dispatch(Box::new(job)));
+        self.shard
+            .notify_core(core, CoreMsg::Dispatch(Box::new(job)));
         Ok(())
     }
 
@@ -772,7 +843,9 @@ impl PeerHandler for Cluster {
                 batch.push(note_ref.payload());
                 batch_bytes += note_ref.payload().len() + 4;
                 last = note.id().seq;
-                if batch_bytes >= NOTES_FRAME_BYTES_TARGET || batch.len() >= wire::NOTES_PER_FRAME_MAX {
+                if batch_bytes >= NOTES_FRAME_BYTES_TARGET
+                    || batch.len() >= wire::NOTES_PER_FRAME_MAX
+                {
                     conn.send(FrameKind::Notes, &peer::notes_payload(&batch));
                     batch.clear();
                     batch_bytes = 0;

@@ -64,7 +64,9 @@ pub enum PeerError {
     RefusedByPeer(String),
     #[error("authentication failed: the peer does not know our cookie")]
     PeerFailedAuth,
-    #[error("incompatible protocol version: peer speaks {min}..={max}, we speak {PROTOCOL_VERSION}")]
+    #[error(
+        "incompatible protocol version: peer speaks {min}..={max}, we speak {PROTOCOL_VERSION}"
+    )]
     Version { min: u8, max: u8 },
     #[error("handshake timed out")]
     Timeout,
@@ -120,7 +122,9 @@ impl FramedStream {
     /// Reads whatever is available (non-blocking step of a poll).
     fn poll_fill(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<usize, PeerError>> {
         if self.rbuf.len() - self.rlen < READ_CHUNK_BYTES / 2 {
-            let max = frame::FRAME_HEADER_BYTES + frame::FRAME_PAYLOAD_BYTES_MAX + frame::FRAME_TRAILER_BYTES;
+            let max = frame::FRAME_HEADER_BYTES
+                + frame::FRAME_PAYLOAD_BYTES_MAX
+                + frame::FRAME_TRAILER_BYTES;
             let new_len = (self.rbuf.len() + READ_CHUNK_BYTES).min(max + READ_CHUNK_BYTES);
             self.rbuf.resize(new_len, 0);
         }
@@ -161,7 +165,9 @@ pub struct LocalSide<'a> {
     pub is_blocked: &'a dyn Fn(&str) -> bool,
 }
 
-async fn with_timeout<T>(fut: impl std::future::Future<Output = Result<T, PeerError>>) -> Result<T, PeerError> {
+async fn with_timeout<T>(
+    fut: impl std::future::Future<Output = Result<T, PeerError>>,
+) -> Result<T, PeerError> {
     fut.or(async {
         glommio::timer::sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)).await;
         Err(PeerError::Timeout)
@@ -170,7 +176,10 @@ async fn with_timeout<T>(fut: impl std::future::Future<Output = Result<T, PeerEr
 }
 
 /// Runs the dialing side of the handshake; returns the peer's identity.
-pub async fn handshake_initiator(io: &mut FramedStream, local: &LocalSide<'_>) -> Result<NodeIdentity, PeerError> {
+pub async fn handshake_initiator(
+    io: &mut FramedStream,
+    local: &LocalSide<'_>,
+) -> Result<NodeIdentity, PeerError> {
     with_timeout(async {
         let nonce = auth::nonce();
         let hello = Hello {
@@ -184,7 +193,9 @@ pub async fn handshake_initiator(io: &mut FramedStream, local: &LocalSide<'_>) -
         let challenge = match kind {
             FrameKind::Challenge => Challenge::decode(&payload)?,
             FrameKind::Refuse => {
-                return Err(PeerError::RefusedByPeer(String::from_utf8_lossy(&payload).into_owned()))
+                return Err(PeerError::RefusedByPeer(
+                    String::from_utf8_lossy(&payload).into_owned(),
+                ))
             }
             other => return Err(PeerError::Unexpected(other)),
         };
@@ -197,19 +208,35 @@ pub async fn handshake_initiator(io: &mut FramedStream, local: &LocalSide<'_>) -
         }
         let ids = (peer.node, local.me.node);
         if challenge.version != PROTOCOL_VERSION
-            || !local.cookie.verify(ROLE_ACCEPTOR, &challenge.nonce, &nonce, ids, &challenge.proof)
+            || !local.cookie.verify(
+                ROLE_ACCEPTOR,
+                &challenge.nonce,
+                &nonce,
+                ids,
+                &challenge.proof,
+            )
         {
             let _ = io
-                .write_frame(FrameKind::Refuse, b"authentication failed: your proof does not match our cookie")
+                .write_frame(
+                    FrameKind::Refuse,
+                    b"authentication failed: your proof does not match our cookie",
+                )
                 .await;
             return Err(PeerError::PeerFailedAuth);
         }
-        let proof = local.cookie.proof(ROLE_INITIATOR, &nonce, &challenge.nonce, (local.me.node, peer.node));
+        let proof = local.cookie.proof(
+            ROLE_INITIATOR,
+            &nonce,
+            &challenge.nonce,
+            (local.me.node, peer.node),
+        );
         io.write_frame(FrameKind::Auth, &proof).await?;
         let (kind, payload) = io.read_frame().await?;
         match kind {
             FrameKind::Welcome => Ok(peer),
-            FrameKind::Refuse => Err(PeerError::RefusedByPeer(String::from_utf8_lossy(&payload).into_owned())),
+            FrameKind::Refuse => Err(PeerError::RefusedByPeer(
+                String::from_utf8_lossy(&payload).into_owned(),
+            )),
             other => Err(PeerError::Unexpected(other)),
         }
     })
@@ -217,7 +244,10 @@ pub async fn handshake_initiator(io: &mut FramedStream, local: &LocalSide<'_>) -
 }
 
 /// Runs the accepting side of the handshake; returns the peer's identity.
-pub async fn handshake_acceptor(io: &mut FramedStream, local: &LocalSide<'_>) -> Result<NodeIdentity, PeerError> {
+pub async fn handshake_acceptor(
+    io: &mut FramedStream,
+    local: &LocalSide<'_>,
+) -> Result<NodeIdentity, PeerError> {
     with_timeout(async {
         let (kind, payload) = io.read_frame().await?;
         if kind != FrameKind::Hello {
@@ -359,7 +389,11 @@ pub trait PeerHandler {
 }
 
 /// Runs an established connection until it fails or is closed.
-pub async fn run<H: PeerHandler>(handler: Rc<H>, conn: Rc<PeerConn>, mut io: FramedStream) -> PeerError {
+pub async fn run<H: PeerHandler>(
+    handler: Rc<H>,
+    conn: Rc<PeerConn>,
+    mut io: FramedStream,
+) -> PeerError {
     let mut heartbeat = glommio::timer::Timer::new(Duration::from_millis(HEARTBEAT_MS));
     handler.heartbeat(&conn);
     let mut write_offset = 0usize;
@@ -373,7 +407,9 @@ pub async fn run<H: PeerHandler>(handler: Rc<H>, conn: Rc<PeerConn>, mut io: Fra
                 Ok(f) => f,
                 Err(e) => return e.into(),
             };
-            let Some((kind, payload, n)) = next else { break };
+            let Some((kind, payload, n)) = next else {
+                break;
+            };
             io.consume(n);
             conn.last_heard.set(Instant::now());
             if let Err(e) = Rc::clone(&handler).on_frame(&conn, kind, payload).await {
@@ -398,7 +434,8 @@ pub async fn run<H: PeerHandler>(handler: Rc<H>, conn: Rc<PeerConn>, mut io: Fra
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(PeerError::Closed)),
                     Poll::Ready(Ok(n)) => {
                         write_offset += n;
-                        conn.outbox_bytes.set(conn.outbox_bytes.get().saturating_sub(n));
+                        conn.outbox_bytes
+                            .set(conn.outbox_bytes.get().saturating_sub(n));
                         if write_offset == front.len() {
                             outbox.pop_front();
                             write_offset = 0;

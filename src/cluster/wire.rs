@@ -177,7 +177,10 @@ pub struct NodeIdentity {
 
 impl NodeIdentity {
     fn write(&self, w: &mut Writer) {
-        w.u32(self.node).str(&self.name).addr(self.peer_addr).u16(self.cores);
+        w.u32(self.node)
+            .str(&self.name)
+            .addr(self.peer_addr)
+            .u16(self.cores);
     }
     fn read(r: &mut Reader<'_>) -> Result<NodeIdentity, WireError> {
         Ok(NodeIdentity {
@@ -335,7 +338,9 @@ impl DispatchRequest {
         let core = r.u16()?;
         let flags = r.u8()?;
         let raw_head = r.bytes(1 << 20, "request head")?.to_vec();
-        let body = r.bytes(super::frame::FRAME_PAYLOAD_BYTES_MAX, "request body")?.to_vec();
+        let body = r
+            .bytes(super::frame::FRAME_PAYLOAD_BYTES_MAX, "request body")?
+            .to_vec();
         r.finish()?;
         Ok(DispatchRequest {
             id,
@@ -360,7 +365,10 @@ pub struct DispatchResponse {
 impl DispatchResponse {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u64(self.id).u16(self.status).u8(self.close as u8).bytes(&self.response);
+        w.u64(self.id)
+            .u16(self.status)
+            .u8(self.close as u8)
+            .bytes(&self.response);
         w.buf
     }
     pub fn decode(b: &[u8]) -> Result<DispatchResponse, WireError> {
@@ -369,7 +377,9 @@ impl DispatchResponse {
             id: r.u64()?,
             status: r.u16()?,
             close: r.u8()? != 0,
-            response: r.bytes(super::frame::FRAME_PAYLOAD_BYTES_MAX, "response")?.to_vec(),
+            response: r
+                .bytes(super::frame::FRAME_PAYLOAD_BYTES_MAX, "response")?
+                .to_vec(),
         };
         r.finish()?;
         Ok(d)
@@ -391,23 +401,54 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let h = Hello { version_min: 1, version_max: 1, from: ident(), nonce: [7; 32] };
+        let h = Hello {
+            version_min: 1,
+            version_max: 1,
+            from: ident(),
+            nonce: [7; 32],
+        };
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
-        let c = Challenge { version: 1, from: ident(), nonce: [1; 32], proof: [2; 32] };
+        let c = Challenge {
+            version: 1,
+            from: ident(),
+            nonce: [1; 32],
+            proof: [2; 32],
+        };
         assert_eq!(Challenge::decode(&c.encode()).unwrap(), c);
-        let v = Vector { entries: vec![(Origin { node: 1, core: 0 }, 42)], loads: vec![3, 4] };
+        let v = Vector {
+            entries: vec![(Origin { node: 1, core: 0 }, 42)],
+            loads: vec![3, 4],
+        };
         assert_eq!(Vector::decode(&v.encode()).unwrap(), v);
         let n = encode_notes([&b"one"[..], b"two"].into_iter());
         assert_eq!(decode_notes(&n).unwrap(), vec![&b"one"[..], b"two"]);
-        let d = DispatchRequest { id: 9, core: 1, keep_alive: true, http10: false, raw_head: b"GET / HTTP/1.1\r\n\r\n".to_vec(), body: vec![] };
+        let d = DispatchRequest {
+            id: 9,
+            core: 1,
+            keep_alive: true,
+            http10: false,
+            raw_head: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            body: vec![],
+        };
         assert_eq!(DispatchRequest::decode(&d.encode()).unwrap(), d);
-        let d = DispatchResponse { id: 9, status: 200, close: false, response: b"HTTP/1.1 200 OK\r\n\r\n".to_vec() };
+        let d = DispatchResponse {
+            id: 9,
+            status: 200,
+            close: false,
+            response: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
+        };
         assert_eq!(DispatchResponse::decode(&d.encode()).unwrap(), d);
     }
 
     #[test]
     fn hostile_payloads_are_errors() {
-        let h = Hello { version_min: 1, version_max: 1, from: ident(), nonce: [7; 32] }.encode();
+        let h = Hello {
+            version_min: 1,
+            version_max: 1,
+            from: ident(),
+            nonce: [7; 32],
+        }
+        .encode();
         for cut in 0..h.len() {
             assert!(Hello::decode(&h[..cut]).is_err(), "truncated at {cut}");
         }

@@ -53,7 +53,10 @@ fn dispatchable(req: &Request<'_>) -> bool {
     let path = req.path();
     match req.head.method {
         Method::Get | Method::Head => {
-            path == b"/" || path == b"/notes" || path.starts_with(b"/notes/") || path == b"/add_note"
+            path == b"/"
+                || path == b"/notes"
+                || path.starts_with(b"/notes/")
+                || path == b"/add_note"
         }
         Method::Post => path == b"/notes",
         _ => false,
@@ -71,7 +74,12 @@ fn route_of(req: &Request<'_>) -> Route {
 }
 
 /// Answers a request here or wherever the policy sends it.
-pub async fn handle(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub async fn handle(
+    shard: &Shard,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let policy = shard.config().dispatch;
     if policy == DispatchPolicy::Local || !dispatchable(req) {
         return routes::handle(shard, req, out, mode).await;
@@ -90,13 +98,21 @@ fn candidates(shard: &Shard) -> Vec<(Target, u64)> {
         .iter()
         .enumerate()
         .map(|(core, m)| {
-            let t = if core == shard.id() { Target::Here } else { Target::Core(core) };
+            let t = if core == shard.id() {
+                Target::Here
+            } else {
+                Target::Core(core)
+            };
             (t, m.inflight())
         })
         .collect();
     if shared.cluster.enabled {
         let view = shared.cluster.view.load();
-        for m in view.members.iter().filter(|m| m.connected && m.state != "down") {
+        for m in view
+            .members
+            .iter()
+            .filter(|m| m.connected && m.state != "down")
+        {
             for core in 0..m.cores {
                 let load = m.loads.get(core as usize).copied().unwrap_or(0) as u64;
                 out.push((Target::Node { node: m.node, core }, load));
@@ -107,7 +123,9 @@ fn candidates(shard: &Shard) -> Vec<(Target, u64)> {
 }
 
 fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
-    if policy == DispatchPolicy::P2c && shard.metrics().inflight() <= shard.config().dispatch_overload_inflight {
+    if policy == DispatchPolicy::P2c
+        && shard.metrics().inflight() <= shard.config().dispatch_overload_inflight
+    {
         return Target::Here;
     }
     let c = candidates(shard);
@@ -129,13 +147,25 @@ fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
     }
 }
 
-async fn remote(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode, target: Target) -> Reply {
+async fn remote(
+    shard: &Shard,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+    target: Target,
+) -> Reply {
     let token = shard.dispatch_next_token.get();
     shard.dispatch_next_token.set(token + 1);
     let slot = Rc::new(ReplySlot::default());
-    shard.dispatch_pending.borrow_mut().insert(token, Rc::clone(&slot));
+    shard
+        .dispatch_pending
+        .borrow_mut()
+        .insert(token, Rc::clone(&slot));
     let job = Box::new(DispatchJob {
-        reply_to: ReplyTo::Core { core: shard.id(), token },
+        reply_to: ReplyTo::Core {
+            core: shard.id(),
+            token,
+        },
         keep_alive: mode.keep_alive,
         http10: mode.http10,
         raw_head: req.raw_head.to_vec(),
@@ -174,8 +204,21 @@ async fn remote(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Respo
             }
         }
         None => {
-            response::write_text(out, ResponseMode { keep_alive: false, ..mode }, 504, &[], "the shard serving this request did not answer in time");
-            Reply { route, status: 504, close: true }
+            response::write_text(
+                out,
+                ResponseMode {
+                    keep_alive: false,
+                    ..mode
+                },
+                504,
+                &[],
+                "the shard serving this request did not answer in time",
+            );
+            Reply {
+                route,
+                status: 504,
+                close: true,
+            }
         }
     }
 }
@@ -223,7 +266,11 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
         Ok(HeadStatus::Complete(h)) => h,
         _ => {
             let reply_to = job.reply_to;
-            send_reply(&shard, reply_to, crate::cluster::unavailable_reply("dispatched request could not be parsed"));
+            send_reply(
+                &shard,
+                reply_to,
+                crate::cluster::unavailable_reply("dispatched request could not be parsed"),
+            );
             return;
         }
     };

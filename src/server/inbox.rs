@@ -36,9 +36,17 @@ pub enum CoreMsg {
     DispatchReply { token: u64, reply: DispatchReply },
     /// For core 0 (which owns the peer connections): forward a request to
     /// another node.
-    Forward { node: u32, core: u16, job: Box<DispatchJob> },
+    Forward {
+        node: u32,
+        core: u16,
+        job: Box<DispatchJob>,
+    },
     /// For core 0: send the reply of a request a peer forwarded to us.
-    PeerReply { node: u32, id: u64, reply: DispatchReply },
+    PeerReply {
+        node: u32,
+        id: u64,
+        reply: DispatchReply,
+    },
 }
 
 /// Where the reply to a dispatched request goes.

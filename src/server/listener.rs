@@ -37,7 +37,11 @@ pub fn ensure_not_in_use(addr: SocketAddr) -> io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let probe = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
     probe.set_reuse_address(true)?;
     probe.bind(&addr.into()).map_err(|e| {
@@ -75,7 +79,11 @@ pub fn bind_all(
 /// A UDP socket bound exclusively (no SO_REUSEPORT: membership datagrams
 /// must not be shared with another process).
 pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -157,6 +157,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     );
     // The one line on stdout: scripts and tests wait for it.
     println!("uringnotes listening on http://{bound}");
+    if let Some(peer) = shared.cluster.bound.get() {
+        println!("uringnotes peer protocol on {peer}");
+    }
     let _ = std::io::stdout().flush();
 
     let mut exited = 0usize;
@@ -216,8 +219,10 @@ fn spawn_shard(
     let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("shard-{core}"))
         .spawn(move || async move {
-            let _ = ready_tx.send(Event::Ready(core));
-            shard::run(shared, core, listener_fd).await;
+            let ready = move || {
+                let _ = ready_tx.send(Event::Ready(core));
+            };
+            shard::run(shared, core, listener_fd, ready).await;
         })
         .map_err(|e| ServerError::ShardStart {
             core,

@@ -184,7 +184,11 @@ impl Shard {
     pub async fn create_note(&self, text: String) -> Result<NoteRef, WriteError> {
         // A peer may hold notes of this stream that our log lost (damage);
         // never reuse their sequence numbers.
-        let seq = self.seq_last.get().max(self.index.borrow().seq_max(self.origin())) + 1;
+        let seq = self
+            .seq_last
+            .get()
+            .max(self.index.borrow().seq_max(self.origin()))
+            + 1;
         self.seq_last.set(seq);
         let created_at_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -218,7 +222,9 @@ impl Shard {
             if slot.load(Ordering::Acquire) >= seq {
                 Poll::Ready(true)
             } else {
-                self.replication_waiters.borrow_mut().push(cx.waker().clone());
+                self.replication_waiters
+                    .borrow_mut()
+                    .push(cx.waker().clone());
                 Poll::Pending
             }
         });
@@ -228,7 +234,11 @@ impl Shard {
         };
         if !replicated.or(timed_out).await {
             self.metrics().add_replication_ack_timeouts(1);
-            tracing::warn!(core = self.id, seq, "a write was answered before every peer acknowledged it (ack timeout)");
+            tracing::warn!(
+                core = self.id,
+                seq,
+                "a write was answered before every peer acknowledged it (ack timeout)"
+            );
         }
     }
 
@@ -278,7 +288,12 @@ impl Shard {
 
 /// Runs shard `id` until shutdown. `listener_fd` is this core's listening
 /// socket (ownership passes to the shard).
-pub async fn run(shared: Arc<Shared>, id: usize, listener_fd: std::os::fd::RawFd) {
+pub async fn run(
+    shared: Arc<Shared>,
+    id: usize,
+    listener_fd: std::os::fd::RawFd,
+    ready: impl FnOnce(),
+) {
     let config = &shared.config;
     let core = id as u16;
     let origin = Origin {
@@ -334,6 +349,7 @@ pub async fn run(shared: Arc<Shared>, id: usize, listener_fd: std::os::fd::RawFd
     // SAFETY: the fd is a listening socket created for this shard; the
     // caller gave up ownership of it.
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    ready();
     accept_loop(&shard, listener).await;
     drain(&shard).await;
 }

@@ -143,7 +143,11 @@ impl Index {
 
     /// The version vector: the highest sequence number held per origin.
     pub fn vector(&self) -> Vec<(Origin, u64)> {
-        let mut v: Vec<(Origin, u64)> = self.seq_max_by_origin.iter().map(|(o, s)| (*o, *s)).collect();
+        let mut v: Vec<(Origin, u64)> = self
+            .seq_max_by_origin
+            .iter()
+            .map(|(o, s)| (*o, *s))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -155,7 +159,10 @@ impl Index {
             origin,
             seq: seq.saturating_add(1),
         };
-        let to = NoteId { origin, seq: u64::MAX };
+        let to = NoteId {
+            origin,
+            seq: u64::MAX,
+        };
         self.created_by_id
             .range(from..=to)
             .filter_map(move |(id, created)| self.by_order.get(&(*created, *id)))
@@ -234,10 +241,16 @@ mod tests {
         let o0 = Origin { node: 7, core: 0 };
         let o1 = Origin { node: 7, core: 1 };
         assert_eq!(index.vector(), vec![(o0, 3), (o1, 2)]);
-        let seqs: Vec<u64> = index.stream_after(o0, 1).map(|r| r.note().id().seq).collect();
+        let seqs: Vec<u64> = index
+            .stream_after(o0, 1)
+            .map(|r| r.note().id().seq)
+            .collect();
         assert_eq!(seqs, [2, 3]);
         assert_eq!(index.stream_after(o1, 2).count(), 0);
-        assert_eq!(index.stream_after(Origin { node: 9, core: 0 }, 0).count(), 0);
+        assert_eq!(
+            index.stream_after(Origin { node: 9, core: 0 }, 0).count(),
+            0
+        );
     }
 
     #[test]
