@@ -410,3 +410,58 @@ fn served_by_can_be_hidden() {
     let s = Server::start(&["--cores", "1", "--node-name", "solo"]);
     assert_eq!(s.get("/healthz").header("X-Served-By"), Some("solo/0"));
 }
+
+/// Reads one frame's (kind, payload) from a raw peer connection.
+fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).ok()?;
+    let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len + 4];
+    s.read_exact(&mut rest).ok()?;
+    rest.truncate(len);
+    Some((head[3], rest))
+}
+
+#[test]
+fn an_incompatible_protocol_version_is_refused_with_a_reason() {
+    use uringnotes::cluster::{frame, wire};
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &[]);
+    let peer = a.peer_addr.unwrap();
+    // A node that only speaks versions 2..=3.
+    let hello = wire::Hello {
+        version_min: 2,
+        version_max: 3,
+        from: wire::NodeIdentity {
+            node: 42,
+            name: "future".into(),
+            peer_addr: "127.0.0.9:1".parse().unwrap(),
+            cores: 1,
+        },
+        nonce: [0; 32],
+    };
+    let mut s = TcpStream::connect(peer).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame::encode(frame::FrameKind::Hello, &hello.encode()))
+        .unwrap();
+    let (kind, reason) = read_frame(&mut s).expect("a Refuse frame");
+    assert_eq!(kind, frame::FrameKind::Refuse as u8);
+    let reason = String::from_utf8(reason).unwrap();
+    assert!(reason.contains("incompatible protocol version"), "{reason}");
+    // A frame of an unknown future version is refused the same way.
+    let mut s = TcpStream::connect(peer).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut f = frame::encode(frame::FrameKind::Hello, &hello.encode());
+    f[2] = 7;
+    s.write_all(&f).unwrap();
+    let (kind, reason) = read_frame(&mut s).expect("a Refuse frame");
+    assert_eq!(kind, frame::FrameKind::Refuse as u8);
+    assert!(String::from_utf8_lossy(&reason).contains("you speak 7"));
+    assert!(
+        wait_until(Duration::from_secs(5), || a
+            .stderr()
+            .contains("incompatible protocol version")),
+        "{}",
+        a.stderr()
+    );
+}

@@ -249,7 +249,19 @@ pub async fn handshake_acceptor(
     local: &LocalSide<'_>,
 ) -> Result<NodeIdentity, PeerError> {
     with_timeout(async {
-        let (kind, payload) = io.read_frame().await?;
+        let (kind, payload) = match io.read_frame().await {
+            Ok(f) => f,
+            Err(PeerError::Frame(FrameError::BadVersion(v))) => {
+                // The Refuse frame's format is frozen across versions, so a
+                // newer node can read why it was turned away.
+                let reason = format!(
+                    "incompatible protocol version: you speak {v}, this node speaks {PROTOCOL_VERSION}"
+                );
+                let _ = io.write_frame(FrameKind::Refuse, reason.as_bytes()).await;
+                return Err(PeerError::Version { min: v, max: v });
+            }
+            Err(e) => return Err(e),
+        };
         if kind != FrameKind::Hello {
             return Err(PeerError::Unexpected(kind));
         }
