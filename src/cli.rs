@@ -88,6 +88,12 @@ pub struct ServeArgs {
     /// Log segment size limit in bytes [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes_max: Option<u64>,
+    /// Open live-update streams (GET /events) per core; the excess gets 503 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub sse_subscribers_max_per_core: Option<usize>,
+    /// Log filter in RUST_LOG syntax (RUST_LOG, if set, wins) [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
 }
 
 impl ServeArgs {
@@ -121,6 +127,8 @@ impl ServeArgs {
             connections_max_per_core,
             listen_backlog,
             segment_bytes_max,
+            sse_subscribers_max_per_core,
+            log_level,
         );
         cfg.validate()?;
         Ok(cfg)

@@ -10,12 +10,14 @@
 //! - [`conn`]: the HTTP connection loop.
 //! - [`conn_table`]: connection deadlines and limits.
 //! - [`inbox`]: cross-core lock-free mailboxes.
+//! - [`feed`]: per-core live feed of new notes for `GET /events`.
 //! - [`bufpool`]: per-core buffer pools.
 //! - [`listener`]: SO_REUSEPORT listening sockets.
 
 pub mod bufpool;
 pub mod conn;
 pub mod conn_table;
+pub mod feed;
 pub mod inbox;
 pub mod listener;
 pub mod shard;

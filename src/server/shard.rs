@@ -12,6 +12,9 @@
 //! - the log flusher (`store/writer.rs`), doing group commit;
 //! - the inbox consumer, indexing notes written through other cores;
 //! - the sweeper, enforcing connection deadlines.
+//!
+//! Every note enters this core's index through [`Shard::index_note`], which
+//! also feeds the core's live subscribers (`feed.rs`, `GET /events`).
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::future::poll_fn;
@@ -30,6 +33,7 @@ use glommio::net::TcpListener;
 use super::bufpool::BufferPool;
 use super::conn;
 use super::conn_table::{now_ms, ConnTable};
+use super::feed::Feed;
 use super::inbox::Inbox;
 use crate::config::Config;
 use crate::metrics::{AllMetrics, CoreMetrics};
@@ -73,6 +77,8 @@ pub struct Shard {
     id: usize,
     shared: Arc<Shared>,
     index: RefCell<Index>,
+    /// Notes newly indexed here, for `GET /events` subscribers on this core.
+    feed: Rc<Feed>,
     writer: Rc<LogWriter>,
     /// Sequence number of the last note created by this core's stream.
     seq_last: Cell<u64>,
@@ -108,6 +114,27 @@ impl Shard {
 
     pub fn index(&self) -> Ref<'_, Index> {
         self.index.borrow()
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// The feed, for a subscription that outlives the request handler.
+    pub fn feed_rc(&self) -> Rc<Feed> {
+        Rc::clone(&self.feed)
+    }
+
+    /// Adds a durable note to this core's index and, if it is new here,
+    /// hands it to this core's live subscribers. Every note reaches a core's
+    /// index through this function, whichever way it arrived. Returns false
+    /// if the note was already indexed.
+    pub fn index_note(&self, note_ref: NoteRef) -> bool {
+        let inserted = self.index.borrow_mut().insert(note_ref.clone());
+        if inserted {
+            self.feed.push(note_ref);
+        }
+        inserted
     }
 
     /// The render buffer. Callers must not hold it across an await.
@@ -152,7 +179,7 @@ impl Shard {
 
     /// Indexes a durable note here and queues it for every other core.
     pub async fn publish(&self, note_ref: NoteRef) {
-        self.index.borrow_mut().insert(note_ref.clone());
+        self.index_note(note_ref.clone());
         for (core, inbox) in self.shared.inboxes.iter().enumerate() {
             if core != self.id {
                 inbox.send(note_ref.clone()).await;
@@ -169,7 +196,8 @@ impl Shard {
         }
     }
 
-    async fn shutdown_signalled(&self) {
+    /// Resolves once this shard has begun shutting down.
+    pub async fn shutdown_signalled(&self) {
         poll_fn(|cx| {
             if self.shutting_down.get() {
                 Poll::Ready(())
@@ -197,6 +225,7 @@ pub async fn run(shared: Arc<Shared>, id: usize, listener_fd: std::os::fd::RawFd
     let shard = Rc::new(Shard {
         id,
         index: RefCell::new(index),
+        feed: Rc::new(Feed::new(Arc::clone(&shared.metrics), id)),
         writer: LogWriter::new(
             shared.data_dir.clone(),
             core,
@@ -282,7 +311,7 @@ async fn run_inbox(shard: Rc<Shard>) {
     loop {
         let mut received = 0u64;
         while let Some(note_ref) = inbox.try_recv() {
-            shard.index.borrow_mut().insert(note_ref);
+            shard.index_note(note_ref);
             received += 1;
             if received % 1024 == 0 {
                 glommio::yield_if_needed().await;
