@@ -42,6 +42,12 @@
     list.insertBefore(li, list.firstChild);
     var empty = document.getElementById("empty");
     if (empty) empty.remove();
+    var count = document.getElementById("count");
+    if (count) {
+      var n = parseInt(count.getAttribute("data-n"), 10) + 1;
+      count.setAttribute("data-n", n);
+      count.textContent = n + (n === 1 ? " note" : " notes");
+    }
   }
 
   function say(text, bad) {

@@ -112,7 +112,11 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         let _ = write!(page, "{}", humantime::format_rfc3339_seconds(created));
         let stamp_end = page.len();
         page.extend_from_slice(b"\">");
-        page.extend_from_within(stamp_start..stamp_end);
+        // Shown as `2026-11-25 10:21:03 UTC` (the script localises it).
+        page.extend_from_within(stamp_start..stamp_end - 1);
+        let date_end = page.len() - (stamp_end - 1 - stamp_start) + 10;
+        page[date_end] = b' ';
+        page.extend_from_slice(b" UTC");
         let _ = write!(
             page,
             "</time> \u{b7} node {:08x}</small></li>",
@@ -138,7 +142,7 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     let notes_total = index.len();
     let _ = writeln!(
         page,
-        " ({:08x}) \u{b7} {notes_total} {} \u{b7} uringnotes {}</footer></body></html>",
+        " ({:08x}) \u{b7} <span id=\"count\" data-n=\"{notes_total}\">{notes_total} {}</span> \u{b7} uringnotes {}</footer></body></html>",
         node.id,
         if notes_total == 1 { "note" } else { "notes" },
         env!("CARGO_PKG_VERSION")
