@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the notes server.
     Serve(Box<ServeArgs>),
+    /// Check whether this machine can run the server as configured, and say
+    /// what to change (exit status 1 if something must change).
+    Doctor(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +159,9 @@ mod tests {
             "1",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve");
+        };
         let cfg = args.to_config().unwrap();
         assert_eq!(cfg.listen.port(), 0);
         assert_eq!(cfg.cores, 1);

@@ -157,15 +157,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     // The one line on stdout: scripts and tests wait for it.
     println!("uringnotes listening on http://{bound}");
     let _ = std::io::stdout().flush();
+    crate::sd_notify::notify("READY=1");
 
     let mut exited = 0usize;
     loop {
         match events.recv() {
             Ok(Event::Signal(sig)) if sig == libc::SIGHUP => {
-                tracing::info!("SIGHUP: nothing to reload in this build");
+                crate::logging::reload_from_config(shared.config.config_file.as_deref());
             }
             Ok(Event::Signal(sig)) => {
                 tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
+                crate::sd_notify::notify("STOPPING=1");
                 shutdown_all(&shared);
                 let grace = Duration::from_millis(shared.config.shutdown_timeout_ms)
                     + Duration::from_secs(5);
