@@ -8,6 +8,8 @@
 //! - [`routes`]: what each URL does (HTML page, notes API, operator endpoints).
 //! - [`store`]: notes on disk (append-only checksummed rkyv log, group commit,
 //!   recovery) and in memory (the per-core index).
+//! - [`cluster`]: peer protocol, membership (SWIM), replication and
+//!   cross-node dispatch, run by core 0.
 //! - [`metrics`]: per-core counters and their Prometheus rendering.
 //! - [`encoding`]: escaping and form decoding at the edges.
 //! - [`logging`]: journald-friendly log lines, log filter reload on SIGHUP.
@@ -17,6 +19,7 @@
 //! `ARCHITECTURE.md` follows one request and one note through these files.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod encoding;

@@ -14,6 +14,7 @@ pub mod events;
 pub mod notes;
 pub mod ops;
 pub mod page;
+pub mod partition;
 
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, ResponseMode};
@@ -98,6 +99,9 @@ pub async fn handle(
         b"/metrics" => method_not_allowed(out, mode, Route::Metrics, "GET, HEAD"),
         b"/_status" if get => ops::status(shard, out, mode),
         b"/_status" => method_not_allowed(out, mode, Route::Status, "GET, HEAD"),
+        b"/_admin/partition" if method == Method::Post && shard.config().fault_injection => {
+            partition::partition(shard, req, out, mode)
+        }
         p if p.starts_with(b"/notes/") && get => notes::get(shard, req, out, mode),
         p if p.starts_with(b"/notes/") => {
             method_not_allowed(out, mode, Route::NoteGet, "GET, HEAD")

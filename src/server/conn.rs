@@ -37,6 +37,7 @@ use glommio::timer::Timer;
 
 use super::bufpool::BufferPool;
 use super::conn_table::{now_ms, Phase};
+use super::dispatch;
 use super::shard::Shard;
 use crate::http::body::ChunkedDecoder;
 use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, RequestHead};
@@ -206,7 +207,9 @@ impl<'s> Connection<'s> {
                 keep_alive: head.keep_alive && !self.shard.shutting_down(),
                 http10: head.version_minor == 0,
                 head_only: head.method == Method::Head,
+                served_by: self.shard.served_by(),
             };
+            self.shard.metrics().inflight_add();
             if self.wbuf.capacity() == 0 {
                 self.wbuf = self.shard.write_pool.take_write();
             }
@@ -217,7 +220,7 @@ impl<'s> Connection<'s> {
                     raw_head,
                     body: &[],
                 };
-                let reply = routes::handle(self.shard, &req, &mut self.wbuf, mode).await;
+                let reply = dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await;
                 self.rbuf.consume(head.head_bytes);
                 reply
             } else {
@@ -230,12 +233,13 @@ impl<'s> Connection<'s> {
                             raw_head: &raw_head,
                             body: &body,
                         };
-                        routes::handle(self.shard, &req, &mut self.wbuf, mode).await
+                        dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await
                     }
                     Err(Some(e)) => routes::error(&mut self.wbuf, mode, Route::Malformed, &e),
                     Err(None) => return Err(Stop::Done),
                 }
             };
+            self.shard.metrics().inflight_done();
             let mut reply = reply;
             self.record(&reply, started);
             if let Some(subscription) = reply.stream.take() {
@@ -391,6 +395,7 @@ impl<'s> Connection<'s> {
             keep_alive: false,
             http10: false,
             head_only: false,
+            served_by: self.shard.served_by(),
         };
         let reply = routes::error(&mut self.wbuf, mode, Route::Malformed, e);
         self.shard

@@ -33,9 +33,11 @@ use glommio::net::TcpListener;
 use super::bufpool::BufferPool;
 use super::conn;
 use super::conn_table::{now_ms, ConnTable};
+use super::dispatch;
 use super::feed::Feed;
-use super::inbox::Inbox;
-use crate::config::Config;
+use super::inbox::{CoreMsg, Inbox};
+use crate::cluster::{Cluster, ClusterShared};
+use crate::config::{AckPolicy, Config};
 use crate::metrics::{AllMetrics, CoreMetrics};
 use crate::store::index::{Index, NoteRef};
 use crate::store::note::{self, Note, NoteId, Origin};
@@ -71,6 +73,7 @@ pub struct Shared {
     pub next_segment_by_core: rustc_hash::FxHashMap<u16, u32>,
     pub recovered_log_bytes: u64,
     pub started: Instant,
+    pub cluster: ClusterShared,
 }
 
 pub struct Shard {
@@ -89,9 +92,59 @@ pub struct Shard {
     scratch: RefCell<Vec<u8>>,
     shutting_down: Cell<bool>,
     shutdown_wakers: RefCell<Vec<Waker>>,
+    /// Writes waiting for peers' acknowledgements (woken by `CoreMsg::Replicated`).
+    replication_waiters: RefCell<Vec<Waker>>,
+    /// The cluster, on core 0 only.
+    cluster: RefCell<Option<Rc<Cluster>>>,
+    /// Requests this core dispatched elsewhere, by token.
+    pub dispatch_pending: RefCell<rustc_hash::FxHashMap<u64, Rc<dispatch::ReplySlot>>>,
+    pub dispatch_next_token: Cell<u64>,
+    /// `node/core`, for the `X-Served-By` header.
+    served_by: &'static str,
+    /// Per-core random state for dispatch decisions (xorshift).
+    rng: Cell<u64>,
 }
 
 impl Shard {
+    pub fn shared_arc(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The `X-Served-By` value, if the header is enabled.
+    pub fn served_by(&self) -> Option<&'static str> {
+        self.shared.config.served_by.then_some(self.served_by)
+    }
+
+    /// A pseudo-random number (xorshift64*): dispatch choices only.
+    pub fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn cluster(&self) -> Option<Rc<Cluster>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// Sends a message to a core (this one included) without waiting: if
+    /// its inbox is full, a task waits for room instead.
+    pub fn notify_core(&self, core: usize, msg: CoreMsg) {
+        let shared = Arc::clone(&self.shared);
+        glommio::spawn_local(async move {
+            if let Some(inbox) = shared.inboxes.get(core) {
+                inbox.send(msg).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Makes notes received from a peer durable in this core's log.
+    pub async fn append_replicated(&self, payloads: &[&[u8]]) -> Result<(), WriteError> {
+        self.writer.append_all(payloads).await
+    }
     pub fn id(&self) -> usize {
         self.id
     }
@@ -126,13 +179,17 @@ impl Shard {
     }
 
     /// Adds a durable note to this core's index and, if it is new here,
-    /// hands it to this core's live subscribers. Every note reaches a core's
-    /// index through this function, whichever way it arrived. Returns false
+    /// hands it to this core's live subscribers and tells replication. Every
+    /// note reaches a core's index through this function, whichever way it
+    /// arrived (written here, on another core, or on a peer). Returns false
     /// if the note was already indexed.
     pub fn index_note(&self, note_ref: NoteRef) -> bool {
         let inserted = self.index.borrow_mut().insert(note_ref.clone());
         if inserted {
             self.feed.push(note_ref);
+            if let Some(cluster) = self.cluster.borrow().as_ref() {
+                cluster.on_index_grew();
+            }
         }
         inserted
     }
@@ -156,7 +213,13 @@ impl Shard {
     /// Creates a note in this core's stream: durable in the log, then
     /// indexed here and sent to every other core.
     pub async fn create_note(&self, text: String) -> Result<NoteRef, WriteError> {
-        let seq = self.seq_last.get() + 1;
+        // A peer may hold notes of this stream that our log lost (damage);
+        // never reuse their sequence numbers.
+        let seq = self
+            .seq_last
+            .get()
+            .max(self.index.borrow().seq_max(self.origin()))
+            + 1;
         self.seq_last.set(seq);
         let created_at_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -174,7 +237,40 @@ impl Shard {
         let note_ref = NoteRef::from_payload(payload)
             .map_err(|e| WriteError::Io(format!("archived note failed validation: {e}")))?;
         self.publish(note_ref.clone()).await;
+        self.wait_replicated(seq).await;
         Ok(note_ref)
+    }
+
+    /// With `--ack all`, waits until every connected peer holds this core's
+    /// stream up to `seq` (bounded by `ack_timeout_ms`).
+    async fn wait_replicated(&self, seq: u64) {
+        let shared = &self.shared;
+        if !shared.cluster.enabled || shared.config.ack == AckPolicy::Local {
+            return;
+        }
+        let slot = &shared.cluster.replicated[self.id];
+        let replicated = poll_fn(|cx| {
+            if slot.load(Ordering::Acquire) >= seq {
+                Poll::Ready(true)
+            } else {
+                self.replication_waiters
+                    .borrow_mut()
+                    .push(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        let timed_out = async {
+            glommio::timer::sleep(Duration::from_millis(shared.config.ack_timeout_ms)).await;
+            false
+        };
+        if !replicated.or(timed_out).await {
+            self.metrics().add_replication_ack_timeouts(1);
+            tracing::warn!(
+                core = self.id,
+                seq,
+                "a write was answered before every peer acknowledged it (ack timeout)"
+            );
+        }
     }
 
     /// Indexes a durable note here and queues it for every other core.
@@ -182,7 +278,7 @@ impl Shard {
         self.index_note(note_ref.clone());
         for (core, inbox) in self.shared.inboxes.iter().enumerate() {
             if core != self.id {
-                inbox.send(note_ref.clone()).await;
+                inbox.send(CoreMsg::Note(note_ref.clone())).await;
             }
         }
     }
@@ -212,7 +308,12 @@ impl Shard {
 
 /// Runs shard `id` until shutdown. `listener_fd` is this core's listening
 /// socket (ownership passes to the shard).
-pub async fn run(shared: Arc<Shared>, id: usize, listener_fd: std::os::fd::RawFd) {
+pub async fn run(
+    shared: Arc<Shared>,
+    id: usize,
+    listener_fd: std::os::fd::RawFd,
+    ready: impl FnOnce(),
+) {
     let config = &shared.config;
     let core = id as u16;
     let origin = Origin {
@@ -241,16 +342,35 @@ pub async fn run(shared: Arc<Shared>, id: usize, listener_fd: std::os::fd::RawFd
         scratch: RefCell::new(Vec::with_capacity(64 * 1024)),
         shutting_down: Cell::new(false),
         shutdown_wakers: RefCell::default(),
+        replication_waiters: RefCell::default(),
+        cluster: RefCell::new(None),
+        dispatch_pending: RefCell::default(),
+        dispatch_next_token: Cell::new(1),
+        served_by: Box::leak(format!("{}/{}", shared.node.name, id).into_boxed_str()),
+        rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(shared.node.id)),
         shared,
     });
 
     glommio::spawn_local(Rc::clone(&shard.writer).run_flusher()).detach();
     glommio::spawn_local(run_inbox(Rc::clone(&shard))).detach();
     glommio::spawn_local(run_sweeper(Rc::clone(&shard))).detach();
+    if id == 0 && shard.shared.config.peer_listen.is_some() {
+        match Cluster::start(Rc::clone(&shard)) {
+            Ok(cluster) => {
+                shard.cluster.replace(Some(cluster));
+            }
+            Err(e) => {
+                // Without its cluster a node would silently diverge: stop.
+                tracing::error!(error = %e, "cannot start the cluster");
+                panic!("cannot start the cluster: {e}");
+            }
+        }
+    }
 
     // SAFETY: the fd is a listening socket created for this shard; the
     // caller gave up ownership of it.
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    ready();
     accept_loop(&shard, listener).await;
     drain(&shard).await;
 }
@@ -310,10 +430,32 @@ async fn run_inbox(shard: Rc<Shard>) {
     let inbox = &shard.shared.inboxes[shard.id];
     loop {
         let mut received = 0u64;
-        while let Some(note_ref) = inbox.try_recv() {
-            shard.index_note(note_ref);
-            received += 1;
-            if received % 1024 == 0 {
+        while let Some(msg) = inbox.try_recv() {
+            match msg {
+                CoreMsg::Note(note_ref) => {
+                    shard.index_note(note_ref);
+                    received += 1;
+                }
+                CoreMsg::Replicated => {
+                    for w in shard.replication_waiters.borrow_mut().drain(..) {
+                        w.wake();
+                    }
+                }
+                CoreMsg::Dispatch(job) => {
+                    glommio::spawn_local(dispatch::execute(Rc::clone(&shard), job)).detach();
+                }
+                CoreMsg::DispatchReply { token, reply } => dispatch::deliver(&shard, token, reply),
+                CoreMsg::Forward { node, core, job } => match shard.cluster() {
+                    Some(cluster) => cluster.forward(node, core, *job),
+                    None => dispatch::fail(&shard, *job, "this node has no cluster"),
+                },
+                CoreMsg::PeerReply { node, id, reply } => {
+                    if let Some(cluster) = shard.cluster() {
+                        cluster.reply_to_peer(node, id, reply);
+                    }
+                }
+            }
+            if received % 1024 == 1023 {
                 glommio::yield_if_needed().await;
             }
         }

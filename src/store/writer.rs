@@ -66,6 +66,7 @@ struct Completion {
 struct Batch {
     bytes: Vec<u8>,
     completions: Vec<Rc<Completion>>,
+    records: u64,
 }
 
 struct OpenSegment {
@@ -126,6 +127,15 @@ impl LogWriter {
 
     /// Appends one record and waits until it is durable (or failed).
     pub async fn append(&self, payload: &[u8]) -> Result<(), WriteError> {
+        self.append_all(std::slice::from_ref(&payload)).await
+    }
+
+    /// Appends several records to the same batch (one fsync covers them
+    /// all) and waits until they are durable (or failed, all together).
+    pub async fn append_all<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<(), WriteError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
         poll_fn(|cx| {
             if self.stopped.get() {
                 return Poll::Ready(Err(WriteError::ShuttingDown));
@@ -140,8 +150,11 @@ impl LogWriter {
         let completion = Rc::new(Completion::default());
         {
             let mut batch = self.open.borrow_mut();
-            record::encode_into(&mut batch.bytes, payload);
+            for payload in payloads {
+                record::encode_into(&mut batch.bytes, payload.as_ref());
+            }
             batch.completions.push(Rc::clone(&completion));
+            batch.records += payloads.len() as u64;
         }
         if let Some(w) = self.flusher.take() {
             w.wake();
@@ -194,7 +207,7 @@ impl LogWriter {
                 w.wake();
             }
             self.flushing.set(true);
-            let records = batch.completions.len() as u64;
+            let records = batch.records;
             let outcome = self.write_batch(batch.bytes).await;
             self.flushing.set(false);
             match &outcome {
