@@ -269,12 +269,16 @@ async fn submit(client: &Client) {
         .expect("click submit");
 }
 
-/// Two live pages, at `base_a` and `base_b` (two cores of one node today;
-/// two nodes of a cluster pass their own URLs): a note added through page
-/// A's form, and one posted over plain HTTP to B's server, each appear on
-/// the other page within [`LIVE_UPDATE_MAX`], without a reload. Returns the
-/// two measured delays.
-async fn live_update_between(driver: &Driver, base_a: &str, base_b: &str) -> [Duration; 2] {
+/// Two live pages, at `base_a` and `base_b` (two cores of one node, or two
+/// nodes of a cluster): a note added through page A's form, and one posted
+/// over plain HTTP to B's server, each appear on the other page within
+/// [`LIVE_UPDATE_MAX`], without a reload. `name` prefixes the screenshots.
+async fn live_update_between(
+    driver: &Driver,
+    name: &str,
+    base_a: &str,
+    base_b: &str,
+) -> LiveUpdate {
     let a = driver.session(true).await;
     let b = driver.session(true).await;
     open_live(&a, base_a).await;
@@ -335,11 +339,44 @@ async fn live_update_between(driver: &Driver, base_a: &str, base_b: &str) -> [Du
             "newest first, each note once"
         );
     }
-    screenshot(&a, "live-page-a").await;
-    screenshot(&b, "live-page-b").await;
+    // Both pages name the same origin node for the note added on A (A from
+    // its POST answer, B from the event stream).
+    let origin_a = origin_of(&a, from_form).await;
+    assert_eq!(
+        origin_a,
+        origin_of(&b, from_form).await,
+        "same origin on both pages"
+    );
+    screenshot(&a, &format!("{name}-page-a")).await;
+    screenshot(&b, &format!("{name}-page-b")).await;
     a.close().await.expect("close A");
     b.close().await.expect("close B");
-    [a_to_b, b_to_a]
+    LiveUpdate {
+        a_to_b,
+        b_to_a,
+        origin_of_form_note: origin_a,
+    }
+}
+
+/// What [`live_update_between`] measured and saw.
+struct LiveUpdate {
+    a_to_b: Duration,
+    b_to_a: Duration,
+    /// How the pages name the node that the note added on page A came from.
+    origin_of_form_note: String,
+}
+
+/// The "node NAME" part of the listed note with this text.
+async fn origin_of(page: &Client, text: &str) -> String {
+    let v = js(
+        page,
+        "const li = Array.from(document.querySelectorAll('#notes > li'))\
+           .find(li => li.querySelector('p').textContent === arguments[0]);\
+         return li.querySelector('small').textContent.split(' \\u00b7 ')[1]",
+        vec![json!(text)],
+    )
+    .await;
+    v.as_str().expect("an origin").to_string()
 }
 
 #[test]
@@ -503,9 +540,77 @@ fn live_update_reaches_another_open_page() {
         // cores through the inbox before it reaches the other page's feed.
         let server = Server::start(&["--cores", "2"]);
         let base = base_url(server.addr);
-        let [a_to_b, b_to_a] = live_update_between(&driver, &base, &base).await;
+        let seen = live_update_between(&driver, "two-cores", &base, &base).await;
         eprintln!(
-            "live update delay: form on A -> page B {a_to_b:?}; HTTP POST -> page A {b_to_a:?}"
+            "live update delay, two cores: form on A -> page B {:?}; HTTP POST -> page A {:?}",
+            seen.a_to_b, seen.b_to_a
+        );
+        let name = server.get("/_status").json()["node"]["name"]
+            .as_str()
+            .expect("node name")
+            .to_string();
+        assert_eq!(seen.origin_of_form_note, format!("node {name}"));
+    });
+}
+
+#[test]
+fn live_update_crosses_cluster_nodes() {
+    run_browser_test(|driver| async move {
+        let tmp = tempfile::tempdir().unwrap();
+        let cookie = tmp.path().join("cookie");
+        std::fs::write(&cookie, "browser-test-cookie-0123456789abcdef\n").unwrap();
+        let cookie = cookie.to_str().unwrap().to_string();
+        let node_args = |name: &'static str, ip: &'static str| -> Vec<String> {
+            [
+                "--node-name",
+                name,
+                "--cores",
+                "1",
+                "--listen",
+                ip,
+                "--peer-listen",
+                ip,
+                "--cookie-file",
+                &cookie,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let start = |dir: &str, args: &[String]| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start_in(&tmp.path().join(dir), &args)
+        };
+        let a = start("a", &node_args("alpha", "127.0.0.1:0"));
+        let mut b_args = node_args("beta", "127.0.0.2:0");
+        b_args.push("--join".into());
+        b_args.push(a.peer_addr.expect("node a's peer address").to_string());
+        let b = start("b", &b_args);
+        for node in [&a, &b] {
+            assert!(
+                common::wait_until(Duration::from_secs(30), || {
+                    node.get("/_status").json()["cluster"]["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|m| m["connected"] == true))
+                }),
+                "the two nodes did not connect"
+            );
+        }
+        let seen =
+            live_update_between(&driver, "two-nodes", &base_url(a.addr), &base_url(b.addr)).await;
+        eprintln!(
+            "live update delay, two nodes: form on node A -> page on node B {:?}; HTTP POST to B -> page on A {:?}",
+            seen.a_to_b, seen.b_to_a
+        );
+        assert_eq!(
+            seen.origin_of_form_note, "node alpha",
+            "named by its origin node"
+        );
+        // Node B's own page names both nodes in its footer.
+        let page = b.get("/").text();
+        assert!(
+            page.contains(">beta</b>") && page.contains(">alpha</span> up"),
+            "{page}"
         );
     });
 }

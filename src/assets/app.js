@@ -22,6 +22,12 @@
   }
   Array.prototype.forEach.call(list.querySelectorAll("time"), localTime);
 
+  // Node names by id, from the footer (this node and its cluster peers).
+  var names = Object.create(null);
+  Array.prototype.forEach.call(document.querySelectorAll("footer [data-node]"), function (el) {
+    names[el.getAttribute("data-node")] = el.textContent;
+  });
+
   // Adds a note (the JSON of the API) at the top, unless it is shown already.
   function show(note) {
     if (typeof note.id !== "string" || document.getElementById("n-" + note.id)) return;
@@ -36,7 +42,7 @@
     time.textContent = note.created_at;
     localTime(time);
     small.appendChild(time);
-    small.appendChild(document.createTextNode(" \u00b7 node " + note.node));
+    small.appendChild(document.createTextNode(" \u00b7 node " + (names[note.node] || note.node)));
     li.appendChild(p);
     li.appendChild(small);
     list.insertBefore(li, list.firstChild);

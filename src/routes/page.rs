@@ -65,6 +65,18 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     };
     let config = shard.config();
     let node = shard.node();
+    let cluster = &shard.shared().cluster;
+    // The membership as last published (a lock-free load, no copy).
+    let view = cluster.view.load();
+    let node_name = |id: u32| -> Option<&str> {
+        if id == node.id {
+            return Some(&node.name);
+        }
+        view.members
+            .iter()
+            .find(|m| m.node == id)
+            .map(|m| m.name.as_str())
+    };
     let mut page = shard.scratch();
     page.clear();
     page.extend_from_slice(
@@ -117,11 +129,14 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         let date_end = page.len() - (stamp_end - 1 - stamp_start) + 10;
         page[date_end] = b' ';
         page.extend_from_slice(b" UTC");
-        let _ = write!(
-            page,
-            "</time> \u{b7} node {:08x}</small></li>",
-            id.origin.node
-        );
+        page.extend_from_slice("</time> \u{b7} node ".as_bytes());
+        match node_name(id.origin.node) {
+            Some(name) => html_escape_into(&mut page, name),
+            None => {
+                let _ = write!(page, "{:08x}", id.origin.node);
+            }
+        }
+        page.extend_from_slice(b"</small></li>");
         shown += 1;
         last = Some(id);
     }
@@ -137,13 +152,35 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     } else if before.is_some() {
         page.extend_from_slice(b"<nav><a href=\"/\">Newest notes</a></nav>");
     }
-    page.extend_from_slice(b"</main><footer>node ");
+    // The footer names this node and, in a cluster, every member with its
+    // state; `data-node` lets the script name the origin of live notes.
+    let _ = write!(
+        page,
+        "</main><footer>node <b data-node=\"{:08x}\">",
+        node.id
+    );
     html_escape_into(&mut page, &node.name);
+    let _ = write!(page, "</b> ({:08x})", node.id);
+    if cluster.enabled {
+        page.extend_from_slice(" \u{b7} cluster:".as_bytes());
+        if view.members.is_empty() {
+            page.extend_from_slice(b" no peers yet");
+        }
+        for (i, m) in view.members.iter().enumerate() {
+            let _ = write!(
+                page,
+                "{} <span data-node=\"{:08x}\">",
+                if i == 0 { "" } else { "," },
+                m.node
+            );
+            html_escape_into(&mut page, &m.name);
+            let _ = write!(page, "</span> {}", m.state);
+        }
+    }
     let notes_total = index.len();
     let _ = writeln!(
         page,
-        " ({:08x}) \u{b7} <span id=\"count\" data-n=\"{notes_total}\">{notes_total} {}</span> \u{b7} uringnotes {}</footer></body></html>",
-        node.id,
+        " \u{b7} <span id=\"count\" data-n=\"{notes_total}\">{notes_total} {}</span> \u{b7} uringnotes {}</footer></body></html>",
         if notes_total == 1 { "note" } else { "notes" },
         env!("CARGO_PKG_VERSION")
     );
