@@ -163,6 +163,7 @@ pub fn check(config: &Config) -> Vec<Finding> {
     findings.push(check_somaxconn(config));
     findings.push(check_listen(config));
     findings.extend(check_data_dir(config));
+    findings.extend(check_cluster(config));
     findings
 }
 
@@ -488,6 +489,69 @@ fn check_listen(config: &Config) -> Finding {
             _ => fail("listen", format!("{addr}: {e}"), "check the listen address"),
         },
     }
+}
+
+/// Longest wait when trying to reach a `join` address.
+const JOIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The cluster settings: the cookie, the peer port, the join addresses.
+fn check_cluster(config: &Config) -> Vec<Finding> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(peer) = config.peer_listen else {
+        return vec![pass("cluster", "single node (no peer_listen)")];
+    };
+    let mut out = Vec::new();
+    match &config.cookie_file {
+        None => out.push(fail("cookie", "peer_listen is set but cookie_file is not", "set cookie_file to the shared secret's file")),
+        Some(path) => match crate::cluster::auth::Cookie::load(path) {
+            Err(e) => out.push(fail(
+                "cookie",
+                e.to_string(),
+                "create it on every node with the same content: `head -c 32 /dev/urandom | base64 > FILE`; under systemd pass it with LoadCredential= (README)",
+            )),
+            Ok(_) => {
+                let mode = fs::metadata(path).map_or(0, |m| m.permissions().mode());
+                if mode & 0o077 != 0 {
+                    out.push(warn(
+                        "cookie",
+                        format!("{} is readable by other users (mode {:o}): anyone who reads it can join the cluster", path.display(), mode & 0o777),
+                        format!("chmod 600 {}", path.display()),
+                    ));
+                } else {
+                    out.push(pass("cookie", format!("{} is readable and private", path.display())));
+                }
+            }
+        },
+    }
+    let tcp = TcpListener::bind(peer).map(drop);
+    let udp = std::net::UdpSocket::bind(peer).map(drop);
+    match (tcp, udp) {
+        (Ok(()), Ok(())) => out.push(pass(
+            "peer port",
+            format!("{peer} can be bound (TCP and UDP)"),
+        )),
+        (Err(e), _) | (_, Err(e)) if e.raw_os_error() == Some(libc::EADDRINUSE) => out.push(warn(
+            "peer port",
+            format!("{peer} is in use (by a running uringnotes, or another program)"),
+            "stop the other program, or choose another peer_listen port",
+        )),
+        (Err(e), _) | (_, Err(e)) => out.push(fail(
+            "peer port",
+            format!("{peer}: {e}"),
+            "listen on an address of this machine (TCP and UDP on the same port)",
+        )),
+    }
+    for addr in &config.join {
+        match std::net::TcpStream::connect_timeout(addr, JOIN_CONNECT_TIMEOUT) {
+            Ok(_) => out.push(pass("join", format!("{addr} answers on TCP"))),
+            Err(e) => out.push(warn(
+                "join",
+                format!("{addr} cannot be reached ({e}); this node keeps retrying once started"),
+                "start that member first, or open TCP and UDP on its peer port between the nodes",
+            )),
+        }
+    }
+    out
 }
 
 /// Directories created (outermost first) to make `path` exist.

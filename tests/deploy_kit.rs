@@ -32,6 +32,8 @@ fn serve_option_keys() -> Vec<String> {
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("--"))
         .map(|f| f.trim_end_matches([',', '=']).replace('-', "_"))
+        // `--no-served-by` sets `served_by = false`.
+        .map(|k| k.strip_prefix("no_").map_or(k.clone(), str::to_string))
         .filter(|k| !k.is_empty() && k != "help" && k != "config")
         .collect();
     keys.sort();

@@ -194,3 +194,52 @@ fn version_and_help() {
         .unwrap()
         .contains("--data-dir"));
 }
+
+#[test]
+fn cluster_settings_are_checked() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cookie = tmp.path().join("cookie");
+    std::fs::write(&cookie, "doctor-test-cookie-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A loopback port nobody listens on: the join address is unreachable.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let args = |cookie: &str| {
+        vec![
+            "--data-dir".to_string(),
+            data.to_str().unwrap().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--peer-listen".into(),
+            "127.0.0.1:0".into(),
+            "--cookie-file".into(),
+            cookie.to_string(),
+            "--join".into(),
+            closed_port.clone(),
+        ]
+    };
+    let owned = args(cookie.to_str().unwrap());
+    let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let (code, report) = doctor(&argv, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        line(&report, "WARN", "cookie").is_some_and(|l| l.contains("644")),
+        "{report}"
+    );
+    assert!(report.contains("chmod 600"), "{report}");
+    assert!(line(&report, "PASS", "peer port").is_some(), "{report}");
+    assert!(line(&report, "WARN", "join").is_some(), "{report}");
+
+    std::fs::write(&cookie, "short\n").unwrap();
+    let (code, report) = doctor(&argv, &[]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        line(&report, "FAIL", "cookie").is_some_and(|l| l.contains("fewer than 16 bytes")),
+        "{report}"
+    );
+}
