@@ -261,7 +261,7 @@ async fn type_note(client: &Client, text: &str) {
 
 async fn submit(client: &Client) {
     client
-        .find(Locator::Css("#add button[type=submit]"))
+        .find(Locator::Css("form button[type=submit]"))
         .await
         .expect("submit button")
         .click()

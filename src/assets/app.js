@@ -8,7 +8,7 @@
 
 (function () {
   var list = document.getElementById("notes");
-  var form = document.getElementById("add");
+  var form = document.querySelector("form[action=\"/notes\"]");
   var live = document.getElementById("live");
   var status = document.getElementById("status");
   if (!list) return;

@@ -88,7 +88,7 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         page,
         "</title><link rel=\"stylesheet\" href=\"{}\"><link rel=\"icon\" type=\"image/svg+xml\" href=\"{}\">\
 <script src=\"{}\" defer></script></head><body><header><h1>uringnotes</h1><span id=\"live\" hidden></span></header><main>\
-<form id=\"add\" method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>\
+<form method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>\
 <textarea id=\"text\" name=\"text\" rows=\"3\" required maxlength=\"{}\" placeholder=\"Write a note\u{2026}\"></textarea>\
 <div class=\"row\"><output id=\"status\" for=\"text\"></output><button type=\"submit\">Add note</button></div></form>",
         assets::url(&APP_CSS),
