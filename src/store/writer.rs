@@ -300,6 +300,15 @@ impl LogWriter {
             .map_err(|e| WriteError::from_glommio("creating segment", e))?;
         // The number is used even if the rest fails: never reuse a name.
         self.next_segment.set(number + 1);
+        let result = self.finish_new_segment(file, &dir, number).await;
+        if result.is_err() {
+            // Don't leave a segment without a synced header behind.
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
+    async fn finish_new_segment(&self, file: BufferedFile, dir: &std::path::Path, number: u32) -> Result<(), WriteError> {
         let header = segment::header().to_vec();
         let header_len = header.len() as u64;
         let written = file
@@ -312,7 +321,7 @@ impl LogWriter {
         file.fdatasync()
             .await
             .map_err(|e| WriteError::from_glommio("syncing segment header", e))?;
-        let directory = Directory::open(&dir)
+        let directory = Directory::open(dir)
             .await
             .map_err(|e| WriteError::from_glommio("opening log directory", e))?;
         directory
