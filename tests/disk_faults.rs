@@ -92,9 +92,17 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     // Nothing stored was damaged: a restart recovers exactly the acknowledged notes.
     drop(s);
     let s = Server::start_in(&data, &["--cores", "1"]);
-    let mut got: Vec<String> = s.all_notes().iter().map(|n| n["text"].as_str().unwrap().to_string()).collect();
+    let mut got: Vec<String> = s
+        .all_notes()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().to_string())
+        .collect();
     got.sort();
     stored.sort();
     assert_eq!(got, stored);
-    assert!(!s.stderr().contains("skipped a damaged range"), "{}", s.stderr());
+    assert!(
+        !s.stderr().contains("skipped a damaged range"),
+        "{}",
+        s.stderr()
+    );
 }

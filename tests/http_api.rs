@@ -387,11 +387,29 @@ fn the_default_relative_data_dir_works() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr = line.trim().strip_prefix("uringnotes listening on http://").unwrap().parse().unwrap();
-    let r = Client::connect(addr).request("POST", "/notes", &[("Content-Type", "text/plain")], b"relative");
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("uringnotes listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = Client::connect(addr).request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        b"relative",
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.status, 201, "{}", r.text());
-    assert!(tmp.path().join("uringnotes-data/log").read_dir().unwrap().next().is_some());
+    assert!(tmp
+        .path()
+        .join("uringnotes-data/log")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
 }

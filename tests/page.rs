@@ -52,7 +52,11 @@ fn ten_thousand_notes_are_paged_not_dumped() {
         let ids = listed_ids(&page);
         pages += 1;
         assert!(ids.len() <= 100, "{} rows on one page", ids.len());
-        assert!(r.body.len() < 64 * 1024, "a page is small: {} bytes", r.body.len());
+        assert!(
+            r.body.len() < 64 * 1024,
+            "a page is small: {} bytes",
+            r.body.len()
+        );
         assert_eq!(
             page.contains("data-since="),
             path == "/",
@@ -62,13 +66,19 @@ fn ten_thousand_notes_are_paged_not_dumped() {
         match older_link(&page) {
             Some(next) => path = next.replace("&amp;", "&"),
             None => {
-                assert!(page.contains("href=\"/\">Newest notes"), "the last page links back");
+                assert!(
+                    page.contains("href=\"/\">Newest notes"),
+                    "the last page links back"
+                );
                 break;
             }
         }
     }
     assert_eq!(pages, 100);
-    assert_eq!(seen, expected, "every note once, newest first, across the pages");
+    assert_eq!(
+        seen, expected,
+        "every note once, newest first, across the pages"
+    );
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 10_000);
     assert!(client
         .request("GET", "/", &[], b"")
@@ -95,16 +105,23 @@ fn page_headers_escaping_and_assets() {
         "{page}"
     );
     assert!(!page.contains("<img"), "no markup from note text");
-    assert!(!page.contains("<style") && !page.contains("onclick") && !page.contains("<script>"),
-        "no inline style or script: the CSP forbids them");
-    assert!(!page.contains("http://") && !page.contains("https://"), "nothing fetched from elsewhere");
+    assert!(
+        !page.contains("<style") && !page.contains("onclick") && !page.contains("<script>"),
+        "no inline style or script: the CSP forbids them"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing fetched from elsewhere"
+    );
 
     // Every asset the page links is served, cacheable forever at its
     // versioned URL, and revalidated without the version.
     let linked: Vec<String> = ["href=\"/app.css", "href=\"/favicon.svg", "src=\"/app.js"]
         .iter()
         .map(|attr| {
-            let start = page.find(attr).unwrap_or_else(|| panic!("{attr} in {page}"));
+            let start = page
+                .find(attr)
+                .unwrap_or_else(|| panic!("{attr} in {page}"));
             let url = &page[start + attr.find('/').unwrap()..];
             url.split('"').next().unwrap().to_string()
         })

@@ -23,7 +23,8 @@
 
 use std::rc::Rc;
 
-use super::{error, notes::write_note_json, Reply, Request};
+use super::notes::{write_id, write_note_json};
+use super::{error, Reply, Request};
 use crate::encoding;
 use crate::http::date;
 use crate::http::response::ResponseMode;
@@ -112,8 +113,9 @@ impl Subscription {
 /// Appends one `note` event.
 pub fn write_note_event(out: &mut Vec<u8>, note_ref: &crate::store::index::NoteRef) {
     let note = note_ref.note();
-    use std::io::Write as _;
-    let _ = write!(out, "id: {}\nevent: note\ndata: ", note.id());
+    out.extend_from_slice(b"id: ");
+    write_id(out, &note.id());
+    out.extend_from_slice(b"\nevent: note\ndata: ");
     write_note_json(out, note);
     out.extend_from_slice(b"\n\n");
 }

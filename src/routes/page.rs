@@ -15,9 +15,9 @@
 //! per request.
 
 use std::io::Write as _;
-use std::time::{Duration, SystemTime};
 
 use super::assets::{self, APP_CSS, APP_JS, FAVICON};
+use super::notes::write_id;
 use super::{error, Reply, Request};
 use crate::encoding::{self, html_escape_into};
 use crate::http::response::{self, ResponseMode};
@@ -115,26 +115,24 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         }
         let note = note_ref.note();
         let id = note.id();
-        let created = SystemTime::UNIX_EPOCH + Duration::from_micros(note.created_at_us());
-        let _ = write!(page, "<li id=\"n-{id}\"><p>");
+        page.extend_from_slice(b"<li id=\"n-");
+        write_id(&mut page, &id);
+        page.extend_from_slice(b"\"><p>");
         html_escape_into(&mut page, note.text());
         page.extend_from_slice(b"</p><small><time datetime=\"");
-        // The timestamp is formatted once and copied for the visible text.
+        // `2026-11-25T10:21:03Z` for the attribute; shown as
+        // `2026-11-25 10:21:03 UTC` (the script localises it).
         let stamp_start = page.len();
-        let _ = write!(page, "{}", humantime::format_rfc3339_seconds(created));
+        encoding::rfc3339_into(&mut page, note.created_at_us(), false);
         let stamp_end = page.len();
         page.extend_from_slice(b"\">");
-        // Shown as `2026-11-25 10:21:03 UTC` (the script localises it).
+        let shown_start = page.len();
         page.extend_from_within(stamp_start..stamp_end - 1);
-        let date_end = page.len() - (stamp_end - 1 - stamp_start) + 10;
-        page[date_end] = b' ';
-        page.extend_from_slice(b" UTC");
-        page.extend_from_slice("</time> \u{b7} node ".as_bytes());
+        page[shown_start + 10] = b' ';
+        page.extend_from_slice(" UTC</time> \u{b7} node ".as_bytes());
         match node_name(id.origin.node) {
             Some(name) => html_escape_into(&mut page, name),
-            None => {
-                let _ = write!(page, "{:08x}", id.origin.node);
-            }
+            None => encoding::hex8_into(&mut page, id.origin.node),
         }
         page.extend_from_slice(b"</small></li>");
         shown += 1;

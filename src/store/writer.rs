@@ -308,7 +308,12 @@ impl LogWriter {
         result
     }
 
-    async fn finish_new_segment(&self, file: BufferedFile, dir: &std::path::Path, number: u32) -> Result<(), WriteError> {
+    async fn finish_new_segment(
+        &self,
+        file: BufferedFile,
+        dir: &std::path::Path,
+        number: u32,
+    ) -> Result<(), WriteError> {
         let header = segment::header().to_vec();
         let header_len = header.len() as u64;
         let written = file
