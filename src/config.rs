@@ -90,7 +90,8 @@ pub struct Config {
     pub listen_backlog: u32,
     /// A log segment is closed and a new one started beyond this size.
     pub segment_bytes_max: u64,
-    /// Open live-update streams (`GET /events`) per core; the excess gets 503.
+    /// Open live-update streams (`GET /events`) per core; the excess gets
+    /// 503. Each is a connection, so `connections_max_per_core` caps it too.
     pub sse_subscribers_max_per_core: usize,
 
     /// Log filter (`info`, `debug`, `uringnotes=debug,warn`, ...), in
@@ -217,11 +218,6 @@ impl Config {
         }
         if self.page_notes == 0 || self.page_notes > 10_000 {
             return invalid("page_notes must be in 1..=10000".into());
-        }
-        if self.sse_subscribers_max_per_core > self.connections_max_per_core {
-            return invalid(
-                "sse_subscribers_max_per_core must not exceed connections_max_per_core".into(),
-            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid(format!("log_level {:?}: {e}", self.log_level));
