@@ -132,6 +132,10 @@ struct Connection<'s> {
     linger: bool,
 }
 
+/// Pending response bytes above which the connection flushes before
+/// answering further pipelined requests (bounds memory per connection).
+const WRITE_BUFFER_FLUSH_BYTES: usize = 64 * 1024;
+
 /// Most bytes drained from a client after an error response.
 const LINGER_BYTES_MAX: usize = 1 << 20;
 /// Longest time spent draining a client after an error response.
@@ -253,6 +257,12 @@ impl<'s> Connection<'s> {
             }
             if reply.close || !mode.keep_alive {
                 return Err(Stop::Done);
+            }
+            // A client pipelining many requests without reading must not
+            // grow our write buffer without bound: send what we have (and
+            // wait for the client to take it) before answering more.
+            if self.wbuf.len() >= WRITE_BUFFER_FLUSH_BYTES {
+                self.flush().await?;
             }
         }
     }
