@@ -170,6 +170,10 @@ fn stream_head_and_framing() {
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
     assert!(!head.contains("content-length"), "{head}");
     assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(
+        head.contains("\r\nx-served-by: "),
+        "like every response: {head}"
+    );
     assert_eq!(s.next_block().as_deref(), Some("retry: 1000"));
     let text = "line one\nline two\r\n\ndata: fake\n\n<script>x</script>";
     let created = server.post_note(text).json();

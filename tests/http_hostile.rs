@@ -189,7 +189,11 @@ fn connections_over_the_per_core_limit_get_503() {
 fn a_pipelining_client_that_never_reads_is_bounded_and_cut_off() {
     let s = Server::start(&["--cores", "1", "--send-timeout-ms", "1000"]);
     for i in 0..100 {
-        assert_eq!(s.post_note(&format!("a note to make the page bigger, number {i}")).status, 201);
+        assert_eq!(
+            s.post_note(&format!("a note to make the page bigger, number {i}"))
+                .status,
+            201
+        );
     }
     let pid = s.pid();
     let rss = || -> u64 {
@@ -209,7 +213,9 @@ fn a_pipelining_client_that_never_reads_is_bounded_and_cut_off() {
     let clients: Vec<_> = (0..20)
         .map(|_| {
             let mut c = Client::connect(s.addr);
-            c.stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.stream
+                .set_write_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
             let _ = c.stream.write_all(&req);
             c
         })
@@ -231,6 +237,9 @@ fn a_pipelining_client_that_never_reads_is_bounded_and_cut_off() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(timed_out >= 20, "slow readers were not cut off ({timed_out})");
+    assert!(
+        timed_out >= 20,
+        "slow readers were not cut off ({timed_out})"
+    );
     drop(clients);
 }

@@ -161,7 +161,7 @@ pub fn subscribe(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Resp
         seq_next,
         lagged,
     };
-    write_stream_head(out);
+    write_stream_head(out, mode);
     Reply {
         route: Route::Events,
         status: 200,
@@ -176,9 +176,13 @@ fn unavailable(out: &mut Vec<u8>, mode: ResponseMode, why: &str) -> Reply {
 }
 
 /// The response head of an event stream, and the reconnection delay.
-fn write_stream_head(out: &mut Vec<u8>) {
+fn write_stream_head(out: &mut Vec<u8>, mode: ResponseMode) {
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: uringnotes\r\nDate: ");
     date::with_http_date(|d| out.extend_from_slice(d));
+    if let Some(by) = mode.served_by {
+        out.extend_from_slice(b"\r\nX-Served-By: ");
+        out.extend_from_slice(by.as_bytes());
+    }
     // No Content-Length and no chunking: the body ends when the connection
     // closes. `X-Accel-Buffering: no` keeps a buffering proxy (nginx) from
     // holding events back.
