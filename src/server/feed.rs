@@ -44,6 +44,9 @@ pub struct Feed {
     slots: RefCell<Vec<Option<Option<Waker>>>>,
     free: RefCell<Vec<usize>>,
     subscribers: Cell<usize>,
+    /// Slots holding a waker: a note arriving while every subscriber is
+    /// still busy writing (a burst) costs no walk over the slots.
+    waiting: Cell<usize>,
     /// Where the subscriber count is published for `/metrics` and
     /// `/_status` (all cores' metrics, and this core's index in them).
     gauge: Option<(AllMetrics, usize)>,
@@ -100,6 +103,9 @@ impl Feed {
                 }
             }
             ring.push_back(note_ref);
+        }
+        if self.waiting.replace(0) == 0 {
+            return;
         }
         for slot in self.slots.borrow_mut().iter_mut().flatten() {
             if let Some(w) = slot.take() {
@@ -161,7 +167,10 @@ impl Feed {
 
     pub fn unsubscribe(&self, slot: usize) {
         if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
-            if s.take().is_some() {
+            if let Some(waker) = s.take() {
+                if waker.is_some() {
+                    self.waiting.set(self.waiting.get() - 1);
+                }
                 self.set_subscribers(self.subscribers.get() - 1);
                 self.free.borrow_mut().push(slot);
             }
@@ -176,7 +185,11 @@ impl Feed {
         if let Some(Some(w)) = self.slots.borrow_mut().get_mut(slot) {
             match w {
                 Some(old) if old.will_wake(waker) => {}
-                _ => *w = Some(waker.clone()),
+                Some(_) => *w = Some(waker.clone()),
+                None => {
+                    *w = Some(waker.clone());
+                    self.waiting.set(self.waiting.get() + 1);
+                }
             }
         }
         Poll::Pending
@@ -216,13 +229,22 @@ mod tests {
         let flag = Arc::new(Flag(false.into()));
         let waker = Waker::from(Arc::clone(&flag));
         assert!(feed.poll_news(slot, 0, &waker).is_pending());
+        assert!(feed.poll_news(slot, 0, &waker).is_pending());
+        assert_eq!(feed.waiting.get(), 1, "re-polling does not pile up wakers");
         feed.push(note_ref(1, 100));
+        assert_eq!(feed.waiting.get(), 0);
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
         assert!(feed.poll_news(slot, 0, &waker).is_ready());
         assert!(matches!(feed.next(0), Next::Note(r) if r.note().id().seq == 1));
         assert!(matches!(feed.next(1), Next::Empty));
+        assert!(feed.poll_news(slot, 1, &waker).is_pending());
         feed.unsubscribe(slot);
         assert_eq!(feed.subscribers(), 0);
+        assert_eq!(
+            feed.waiting.get(),
+            0,
+            "a waiting subscriber that leaves is not counted"
+        );
     }
 
     #[test]
