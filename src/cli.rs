@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the notes server.
     Serve(Box<ServeArgs>),
+    /// Check whether this machine can run the server as configured, and say
+    /// what to change (exit status 1 if something must change).
+    Doctor(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +91,12 @@ pub struct ServeArgs {
     /// Log segment size limit in bytes [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes_max: Option<u64>,
+    /// Open live-update streams (GET /events) per core; the excess gets 503 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub sse_subscribers_max_per_core: Option<usize>,
+    /// Log filter in RUST_LOG syntax (RUST_LOG, if set, wins) [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
     /// CPUs to pin shards to, e.g. `1` or `0,1` [default: the first --cores CPUs].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub cpus: Option<Vec<usize>>,
@@ -154,6 +163,8 @@ impl ServeArgs {
             connections_max_per_core,
             listen_backlog,
             segment_bytes_max,
+            sse_subscribers_max_per_core,
+            log_level,
             cpus,
             ack,
             ack_timeout_ms,
@@ -201,7 +212,9 @@ mod tests {
             "1",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve");
+        };
         let cfg = args.to_config().unwrap();
         assert_eq!(cfg.listen.port(), 0);
         assert_eq!(cfg.cores, 1);

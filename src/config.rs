@@ -90,6 +90,18 @@ pub struct Config {
     pub listen_backlog: u32,
     /// A log segment is closed and a new one started beyond this size.
     pub segment_bytes_max: u64,
+    /// Open live-update streams (`GET /events`) per core; the excess gets
+    /// 503. Each is a connection, so `connections_max_per_core` caps it too.
+    pub sse_subscribers_max_per_core: usize,
+
+    /// Log filter (`info`, `debug`, `uringnotes=debug,warn`, ...), in
+    /// `RUST_LOG` syntax. `RUST_LOG`, if set, wins. Re-read on SIGHUP.
+    pub log_level: String,
+
+    /// The file this configuration was read from (not a file key): SIGHUP
+    /// re-reads it for the options that can change while running.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
     /// CPUs to pin shards to (empty: the first `cores` CPUs this process may use).
     pub cpus: Vec<usize>,
 
@@ -134,6 +146,9 @@ impl Default for Config {
             connections_max_per_core: 16_384,
             listen_backlog: 4096,
             segment_bytes_max: 64 * 1024 * 1024,
+            sse_subscribers_max_per_core: 1024,
+            log_level: "info".into(),
+            config_file: None,
             cpus: Vec::new(),
             peer_listen: None,
             peer_advertise: None,
@@ -173,10 +188,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        config.config_file = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Checks relations between values that serde cannot.
@@ -201,6 +218,9 @@ impl Config {
         }
         if self.page_notes == 0 || self.page_notes > 10_000 {
             return invalid("page_notes must be in 1..=10000".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid(format!("log_level {:?}: {e}", self.log_level));
         }
         if self.connections_max_per_core == 0 {
             return invalid("connections_max_per_core must be at least 1".into());

@@ -12,15 +12,21 @@
 //!   cross-node dispatch, run by core 0.
 //! - [`metrics`]: per-core counters and their Prometheus rendering.
 //! - [`encoding`]: escaping and form decoding at the edges.
+//! - [`logging`]: journald-friendly log lines, log filter reload on SIGHUP.
+//! - [`sd_notify`]: readiness notification for systemd.
+//! - [`doctor`]: `uringnotes doctor`, the preflight check of a machine.
 //!
 //! `ARCHITECTURE.md` follows one request and one note through these files.
 
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub mod encoding;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod routes;
+pub mod sd_notify;
 pub mod server;
 pub mod store;

@@ -3,13 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use uringnotes::cli::{Cli, Command};
+use uringnotes::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
         Command::Serve(args) => {
             let config = match args.to_config() {
@@ -19,6 +18,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            logging::init(&config.log_level, args.log_level.is_some());
             match uringnotes::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -28,18 +28,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Doctor(args) => {
+            let config = match args.to_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("uringnotes doctor: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            // The report goes to stdout; only warnings from the libraries
+            // it exercises (glommio) go to the log.
+            logging::init("warn", false);
+            if uringnotes::doctor::run(&config) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
-}
-
-/// Logs go to stderr, one line per event, without colours when not a
-/// terminal (journald-friendly); `RUST_LOG` overrides the default `info`.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let is_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(is_tty)
-        .with_target(false)
-        .init();
 }

@@ -114,6 +114,8 @@ pub struct CoreMetrics {
     notes_received_from_cores: AtomicU64,
     inbox_depth: AtomicU64,
     shard_restarts: AtomicU64,
+    /// Open `GET /events` streams.
+    sse_subscribers: AtomicU64,
     /// Requests being worked on by this core (parsed, not yet answered).
     inflight: AtomicU64,
     /// Time from a remote note's creation to its being durable here.
@@ -140,6 +142,7 @@ impl Default for CoreMetrics {
             notes_received_from_cores: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
             shard_restarts: AtomicU64::new(0),
+            sse_subscribers: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
             replication_delay_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             replication_delay_sum_us: AtomicU64::new(0),
@@ -241,6 +244,14 @@ impl CoreMetrics {
 
     pub fn inbox_depth(&self) -> u64 {
         self.inbox_depth.load(Relaxed)
+    }
+
+    pub fn set_sse_subscribers(&self, n: u64) {
+        self.sse_subscribers.store(n, Relaxed);
+    }
+
+    pub fn sse_subscribers(&self) -> u64 {
+        self.sse_subscribers.load(Relaxed)
     }
 
     /// Written by the supervisor (main thread) while the shard is down.
@@ -400,6 +411,12 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "counter",
         "Connections closed by a header, body, send or idle timeout.",
         sum(&|m| &m.connections_timed_out),
+    );
+    family(
+        "uringnotes_sse_subscribers",
+        "gauge",
+        "Open live-update streams (GET /events).",
+        sum(&|m| &m.sse_subscribers),
     );
     family("uringnotes_notes", "gauge", "Notes stored.", gauges.notes);
     family(

@@ -323,6 +323,9 @@ pub struct PeerConn {
     outbox: RefCell<VecDeque<Vec<u8>>>,
     outbox_bytes: Cell<usize>,
     waker: Cell<Option<Waker>>,
+    /// Set by `wake()`: the task has work (e.g. the index grew and the pump
+    /// has notes to send) even if no I/O is ready.
+    woken: Cell<bool>,
     closed: Cell<bool>,
     /// The peer's latest version vector (what it holds, durably).
     pub vector: RefCell<FxHashMap<Origin, u64>>,
@@ -344,6 +347,7 @@ impl PeerConn {
             outbox: RefCell::default(),
             outbox_bytes: Cell::new(0),
             waker: Cell::new(None),
+            woken: Cell::new(false),
             closed: Cell::new(false),
             vector: RefCell::default(),
             loads: RefCell::default(),
@@ -369,6 +373,7 @@ impl PeerConn {
     }
 
     pub fn wake(&self) {
+        self.woken.set(true);
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -437,7 +442,9 @@ pub async fn run<H: PeerHandler>(
         }
         // Wait for input, output room, a wake-up or the heartbeat.
         let step = poll_fn(|cx| {
-            let mut progressed = false;
+            // A wake-up is progress: without this, a note indexed here
+            // waited for the next heartbeat (up to HEARTBEAT_MS) to be sent.
+            let mut progressed = conn.woken.replace(false);
             // Write as much of the outbox as the socket takes now.
             loop {
                 let mut outbox = conn.outbox.borrow_mut();

@@ -4,9 +4,13 @@
 //! and return a [`Reply`] summarising it (for metrics and for whether the
 //! connection continues). One file per resource:
 //! - [`page`]: the HTML notes page (`GET /`);
+//! - [`assets`]: the page's script, style sheet and icon, built into the binary;
+//! - [`events`]: live updates (`GET /events`, Server-Sent Events);
 //! - [`notes`]: the notes JSON API and the original `/add_note`;
 //! - [`ops`]: health, metrics and status for operators.
 
+pub mod assets;
+pub mod events;
 pub mod notes;
 pub mod ops;
 pub mod page;
@@ -37,12 +41,16 @@ impl Request<'_> {
 }
 
 /// What a handler answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Reply {
     pub route: Route,
     pub status: u16,
     /// Close the connection after this response.
     pub close: bool,
+    /// The response head is written and the body is an event stream: the
+    /// connection keeps streaming events of this subscription until it
+    /// closes (`events.rs`).
+    pub stream: Option<events::Subscription>,
 }
 
 impl Reply {
@@ -51,6 +59,7 @@ impl Reply {
             route,
             status,
             close: false,
+            stream: None,
         }
     }
 }
@@ -76,6 +85,9 @@ pub async fn handle(
     match path {
         b"/" if get => page::index(shard, req, out, mode),
         b"/" => method_not_allowed(out, mode, Route::Page, "GET, HEAD"),
+        b"/events" if method == Method::Get => events::subscribe(shard, req, out, mode),
+        b"/events" => method_not_allowed(out, mode, Route::Events, "GET"),
+        p if get && assets::find(p).is_some() => assets::serve(req, out, mode),
         b"/add_note" if method == Method::Get => notes::add_note(shard, req, out, mode).await,
         b"/add_note" => method_not_allowed(out, mode, Route::AddNote, "GET"),
         b"/notes" if get => notes::list(shard, req, out, mode),
@@ -116,5 +128,6 @@ pub fn error(out: &mut Vec<u8>, mut mode: ResponseMode, route: Route, e: &HttpEr
         route,
         status: e.status(),
         close,
+        stream: None,
     }
 }

@@ -60,9 +60,10 @@ pub fn status(shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
         }
         let _ = write!(
             body,
-            "{{\"core\":{core},\"cpu\":{},\"connections\":{},\"inbox_depth\":{},\"requests\":{},\"restarts\":{}}}",
+            "{{\"core\":{core},\"cpu\":{},\"connections\":{},\"sse_subscribers\":{},\"inbox_depth\":{},\"requests\":{},\"restarts\":{}}}",
             shared.cpus.get(core).copied().unwrap_or(0),
             m.connections_open(),
+            m.sse_subscribers(),
             m.inbox_depth(),
             m.requests_total(),
             m.shard_restarts()

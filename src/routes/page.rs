@@ -1,14 +1,23 @@
 //! The HTML notes page: `GET /` (and `GET /?before=ID` for older notes).
 //!
 //! The page works without JavaScript: a plain form posts to `/notes` and the
-//! server answers a browser's form post with a redirect back here. Every
-//! piece of note text goes through `html_escape_into`, so a note is always
-//! shown as text, never interpreted as markup. Rendering reads the archived
-//! notes in place and is linear in the notes shown (at most `page_notes`).
+//! server answers a browser's form post with a redirect back here. With
+//! JavaScript (`/app.js`, see `assets.rs`), the form posts without a reload
+//! and the newest page follows `GET /events` (the `<ol>` carries
+//! `data-since`, the creation time of its newest note, for the stream to
+//! replay anything added since).
+//!
+//! Every piece of note text goes through `html_escape_into`, so a note is
+//! always shown as text, never interpreted as markup; the
+//! Content-Security-Policy header is the second line of defence. Rendering
+//! reads the archived notes in place into the core's reused scratch buffer
+//! and is linear in the notes shown (at most `page_notes`): no allocation
+//! per request.
 
 use std::io::Write as _;
-use std::time::{Duration, SystemTime};
 
+use super::assets::{self, APP_CSS, APP_JS, FAVICON};
+use super::notes::write_id;
 use super::{error, Reply, Request};
 use crate::encoding::{self, html_escape_into};
 use crate::http::response::{self, ResponseMode};
@@ -17,20 +26,17 @@ use crate::metrics::Route;
 use crate::server::shard::Shard;
 use crate::store::note::NoteId;
 
-const STYLE: &str = "\
-*{box-sizing:border-box}\
-body{font:16px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
-main{max-width:46rem;margin:0 auto;padding:1rem}\
-h1{font-size:1.4rem;margin:.5rem 0 1rem}\
-form{display:flex;flex-direction:column;gap:.5rem;margin-bottom:1.5rem}\
-textarea{width:100%;min-height:5rem;padding:.6rem;font:inherit;border:1px solid #c5cad3;border-radius:.4rem;resize:vertical}\
-button{align-self:flex-end;padding:.5rem 1.2rem;font:inherit;border:0;border-radius:.4rem;background:#2456d3;color:#fff;cursor:pointer}\
-ol{list-style:none;padding:0;margin:0}\
-li{background:#fff;border:1px solid #e0e3e8;border-radius:.4rem;padding:.7rem .9rem;margin-bottom:.6rem}\
-li p{margin:0 0 .3rem;white-space:pre-wrap;overflow-wrap:anywhere}\
-li small,footer{color:#687085;font-size:.8rem}\
-nav{margin:1rem 0}\
-footer{border-top:1px solid #e0e3e8;margin-top:2rem;padding-top:.6rem}";
+/// Response headers of the page. The policy allows only this server's own
+/// script, style sheet, icon and event stream: even if escaping failed
+/// somewhere, an injected inline script or handler would not run.
+const PAGE_HEADERS: [(&str, &str); 3] = [
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+];
 
 /// `GET /`.
 pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
@@ -59,47 +65,82 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     };
     let config = shard.config();
     let node = shard.node();
+    let cluster = &shard.shared().cluster;
+    // The membership as last published (a lock-free load, no copy).
+    let view = cluster.view.load();
+    let node_name = |id: u32| -> Option<&str> {
+        if id == node.id {
+            return Some(&node.name);
+        }
+        view.members
+            .iter()
+            .find(|m| m.node == id)
+            .map(|m| m.name.as_str())
+    };
     let mut page = shard.scratch();
     page.clear();
-    page.extend_from_slice(b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>uringnotes</title><style>");
-    page.extend_from_slice(STYLE.as_bytes());
     page.extend_from_slice(
-        b"</style></head><body><main><h1>uringnotes</h1>\
-<form method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>",
+        b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>uringnotes \xc2\xb7 ",
     );
+    html_escape_into(&mut page, &node.name);
     let _ = write!(
         page,
-        "<textarea id=\"text\" name=\"text\" required maxlength=\"{}\"></textarea>",
+        "</title><link rel=\"stylesheet\" href=\"{}\"><link rel=\"icon\" type=\"image/svg+xml\" href=\"{}\">\
+<script src=\"{}\" defer></script></head><body><header><h1>uringnotes</h1><span id=\"live\" hidden></span></header><main>\
+<form method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>\
+<textarea id=\"text\" name=\"text\" rows=\"3\" required maxlength=\"{}\" placeholder=\"Write a note\u{2026}\"></textarea>\
+<div class=\"row\"><output id=\"status\" for=\"text\"></output><button type=\"submit\">Add note</button></div></form>",
+        assets::url(&APP_CSS),
+        assets::url(&FAVICON),
+        assets::url(&APP_JS),
         config.note_text_bytes_max
     );
-    page.extend_from_slice(b"<button type=\"submit\">Add note</button></form><ol id=\"notes\">");
+    let mut notes = newest.peekable();
+    if before.is_none() {
+        // Only the newest page follows live updates; `data-since` is where
+        // the event stream starts (see the module doc).
+        let since_us = notes.peek().map_or(0, |r| r.note().created_at_us());
+        let _ = write!(page, "<ol id=\"notes\" data-since=\"{since_us}\">");
+    } else {
+        page.extend_from_slice(b"<ol id=\"notes\">");
+    }
     let mut shown = 0usize;
     let mut last: Option<NoteId> = None;
     let mut more = false;
-    for note_ref in newest {
+    for note_ref in notes {
         if shown == config.page_notes {
             more = true;
             break;
         }
         let note = note_ref.note();
         let id = note.id();
-        let created = SystemTime::UNIX_EPOCH + Duration::from_micros(note.created_at_us());
-        let _ = write!(page, "<li id=\"n-{id}\"><p>");
+        page.extend_from_slice(b"<li id=\"n-");
+        write_id(&mut page, &id);
+        page.extend_from_slice(b"\"><p>");
         html_escape_into(&mut page, note.text());
-        let _ = write!(
-            page,
-            "</p><small><time datetime=\"{}\">{}</time> · node {:08x}</small></li>",
-            humantime::format_rfc3339_seconds(created),
-            humantime::format_rfc3339_seconds(created),
-            id.origin.node
-        );
+        page.extend_from_slice(b"</p><small><time datetime=\"");
+        // `2026-11-25T10:21:03Z` for the attribute; shown as
+        // `2026-11-25 10:21:03 UTC` (the script localises it).
+        let stamp_start = page.len();
+        encoding::rfc3339_into(&mut page, note.created_at_us(), false);
+        let stamp_end = page.len();
+        page.extend_from_slice(b"\">");
+        let shown_start = page.len();
+        page.extend_from_within(stamp_start..stamp_end - 1);
+        page[shown_start + 10] = b' ';
+        page.extend_from_slice(" UTC</time> \u{b7} node ".as_bytes());
+        match node_name(id.origin.node) {
+            Some(name) => html_escape_into(&mut page, name),
+            None => encoding::hex8_into(&mut page, id.origin.node),
+        }
+        page.extend_from_slice(b"</small></li>");
         shown += 1;
         last = Some(id);
     }
     page.extend_from_slice(b"</ol>");
     if shown == 0 {
-        page.extend_from_slice(b"<p>No notes yet.</p>");
+        page.extend_from_slice(b"<p id=\"empty\">No notes yet.</p>");
     }
     if let (true, Some(id)) = (more, last) {
         let _ = write!(
@@ -109,15 +150,45 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     } else if before.is_some() {
         page.extend_from_slice(b"<nav><a href=\"/\">Newest notes</a></nav>");
     }
-    page.extend_from_slice(b"<footer>node ");
+    // The footer names this node and, in a cluster, every member with its
+    // state; `data-node` lets the script name the origin of live notes.
+    let _ = write!(
+        page,
+        "</main><footer>node <b data-node=\"{:08x}\">",
+        node.id
+    );
     html_escape_into(&mut page, &node.name);
+    let _ = write!(page, "</b> ({:08x})", node.id);
+    if cluster.enabled {
+        page.extend_from_slice(" \u{b7} cluster:".as_bytes());
+        if view.members.is_empty() {
+            page.extend_from_slice(b" no peers yet");
+        }
+        for (i, m) in view.members.iter().enumerate() {
+            let _ = write!(
+                page,
+                "{} <span data-node=\"{:08x}\">",
+                if i == 0 { "" } else { "," },
+                m.node
+            );
+            html_escape_into(&mut page, &m.name);
+            let _ = write!(page, "</span> {}", m.state);
+        }
+    }
+    let notes_total = index.len();
     let _ = writeln!(
         page,
-        " ({:08x}) · {} notes · uringnotes {}</footer></main></body></html>",
-        node.id,
-        index.len(),
+        " \u{b7} <span id=\"count\" data-n=\"{notes_total}\">{notes_total} {}</span> \u{b7} uringnotes {}</footer></body></html>",
+        if notes_total == 1 { "note" } else { "notes" },
         env!("CARGO_PKG_VERSION")
     );
-    response::write(out, mode, 200, "text/html; charset=utf-8", &[], &page);
+    response::write(
+        out,
+        mode,
+        200,
+        "text/html; charset=utf-8",
+        &PAGE_HEADERS,
+        &page,
+    );
     Reply::new(Route::Page, 200)
 }

@@ -15,6 +15,10 @@
 //! Deadlines are registered in the core's `ConnTable` on each phase change
 //! and enforced by the sweeper (see `conn_table.rs`).
 //!
+//! A reply that carries an event subscription (`GET /events`) turns the
+//! connection into an event stream until it closes (`stream_events`): no
+//! more requests are read, and the body is delimited by the close.
+//!
 //! A panic while serving a request is caught here: it closes this
 //! connection only and is logged with the core; the shard keeps serving.
 
@@ -29,6 +33,7 @@ use std::time::Instant;
 use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use futures_lite::FutureExt as _;
 use glommio::net::TcpStream;
+use glommio::timer::Timer;
 
 use super::bufpool::BufferPool;
 use super::conn_table::{now_ms, Phase};
@@ -39,6 +44,7 @@ use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, Re
 use crate::http::response::ResponseMode;
 use crate::http::HttpError;
 use crate::metrics::Route;
+use crate::routes::events::{self, After, Subscription};
 use crate::routes::{self, Reply, Request};
 
 /// Sent to a connection that arrives while its core is at the connection limit.
@@ -135,6 +141,29 @@ const LINGER_BYTES_MAX: usize = 1 << 20;
 /// Longest time spent draining a client after an error response.
 const LINGER_MS: u64 = 2_000;
 
+/// What woke an event stream.
+enum Wake {
+    News,
+    Heartbeat,
+    Stop,
+}
+
+/// Bytes read at a time (and discarded) from an event-stream client, which
+/// has nothing to send: reading only notices when it closes.
+const STREAM_DISCARD_BYTES: usize = 512;
+
+/// Resolves when the client closes its side (or the socket fails). Anything
+/// it sends meanwhile is discarded.
+async fn client_gone(stream: &mut TcpStream) {
+    let mut discard = [0u8; STREAM_DISCARD_BYTES];
+    loop {
+        let n = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut discard)).await;
+        if !matches!(n, Ok(n) if n > 0) {
+            return;
+        }
+    }
+}
+
 /// Why the connection loop stops.
 enum Stop {
     /// Closed by the client, an error, a timeout or `Connection: close`.
@@ -215,7 +244,14 @@ impl<'s> Connection<'s> {
                 }
             };
             self.shard.metrics().inflight_done();
-            self.record(reply, started);
+            let mut reply = reply;
+            self.record(&reply, started);
+            if let Some(subscription) = reply.stream.take() {
+                // Requests pipelined behind the subscription are not
+                // answered: the stream owns the connection until it closes.
+                self.stream_events(subscription).await;
+                return Err(Stop::Done);
+            }
             if reply.close {
                 self.linger = true;
             }
@@ -250,7 +286,58 @@ impl<'s> Connection<'s> {
         }
     }
 
-    fn record(&self, reply: Reply, started: Instant) {
+    /// Streams events until the client goes away, falls too far behind,
+    /// or the server shuts down. The response head is already in the write
+    /// buffer. Waiting costs no buffer: both are taken only to write.
+    async fn stream_events(&mut self, mut subscription: Subscription) {
+        let shard = self.shard;
+        let heartbeat = std::time::Duration::from_millis(events::HEARTBEAT_INTERVAL_MS);
+        // Bytes pipelined behind the subscription are never parsed.
+        if let Some(b) = self.rbuf.buf.take() {
+            shard.read_pool.give(b);
+        }
+        self.rbuf.start = 0;
+        self.rbuf.end = 0;
+        loop {
+            if self.wbuf.capacity() == 0 {
+                self.wbuf = shard.write_pool.take_write();
+            }
+            let after = subscription.write_ready(&mut self.wbuf);
+            if self.flush().await.is_err() || after == After::End {
+                return;
+            }
+            if after == After::More {
+                continue;
+            }
+            shard.conns.set(self.slot, Phase::Stream, u64::MAX);
+            let stream = &mut self.stream;
+            let news = std::future::poll_fn(|cx| subscription.poll_news(cx).map(|()| Wake::News));
+            let timer = async {
+                Timer::new(heartbeat).await;
+                Wake::Heartbeat
+            };
+            let gone = async {
+                client_gone(stream).await;
+                Wake::Stop
+            };
+            let shutdown = async {
+                shard.shutdown_signalled().await;
+                Wake::Stop
+            };
+            match news.or(timer).or(gone).or(shutdown).await {
+                Wake::News => {}
+                Wake::Heartbeat => {
+                    if self.wbuf.capacity() == 0 {
+                        self.wbuf = shard.write_pool.take_write();
+                    }
+                    events::write_heartbeat(&mut self.wbuf);
+                }
+                Wake::Stop => return,
+            }
+        }
+    }
+
+    fn record(&self, reply: &Reply, started: Instant) {
         let micros = started.elapsed().as_micros() as u64;
         self.shard
             .metrics()

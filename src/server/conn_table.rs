@@ -27,6 +27,11 @@ pub enum Phase {
     Send,
     /// The server is working on the request: no client deadline.
     Busy,
+    /// Streaming events (`GET /events`) and waiting for the next one: no
+    /// idle deadline (the stream's heartbeat finds dead clients, and each
+    /// write is under the send deadline); not closed as idle on shutdown
+    /// (the stream ends itself).
+    Stream,
 }
 
 #[derive(Debug)]
@@ -110,7 +115,7 @@ impl ConnTable {
     pub fn sweep(&self, now_ms: u64, close_idle: bool) -> u64 {
         let mut cut = 0;
         for slot in self.slots.borrow_mut().iter_mut().flatten() {
-            if slot.timed_out || slot.phase == Phase::Busy {
+            if slot.timed_out || matches!(slot.phase, Phase::Busy | Phase::Stream) {
                 continue;
             }
             let expired = slot.deadline_ms <= now_ms;

@@ -201,6 +201,7 @@ async fn remote(
                 route,
                 status: reply.status,
                 close: reply.close,
+                stream: None,
             }
         }
         None => {
@@ -218,6 +219,7 @@ async fn remote(
                 route,
                 status: 504,
                 close: true,
+                stream: None,
             }
         }
     }

@@ -11,6 +11,7 @@
 //! - [`conn_table`]: connection deadlines and limits.
 //! - [`inbox`]: cross-core lock-free mailboxes.
 //! - [`dispatch`]: running a request on another core or node.
+//! - [`feed`]: per-core live feed of new notes for `GET /events`.
 //! - [`bufpool`]: per-core buffer pools.
 //! - [`listener`]: SO_REUSEPORT listening sockets.
 
@@ -18,6 +19,7 @@ pub mod bufpool;
 pub mod conn;
 pub mod conn_table;
 pub mod dispatch;
+pub mod feed;
 pub mod inbox;
 pub mod listener;
 pub mod shard;
@@ -161,15 +163,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         println!("uringnotes peer protocol on {peer}");
     }
     let _ = std::io::stdout().flush();
+    crate::sd_notify::notify("READY=1");
 
     let mut exited = 0usize;
     loop {
         match events.recv() {
             Ok(Event::Signal(sig)) if sig == libc::SIGHUP => {
-                tracing::info!("SIGHUP: nothing to reload in this build");
+                crate::logging::reload_from_config(shared.config.config_file.as_deref());
             }
             Ok(Event::Signal(sig)) => {
                 tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
+                crate::sd_notify::notify("STOPPING=1");
                 shutdown_all(&shared);
                 let grace = Duration::from_millis(shared.config.shutdown_timeout_ms)
                     + Duration::from_secs(5);

@@ -12,6 +12,9 @@
 //! - the log flusher (`store/writer.rs`), doing group commit;
 //! - the inbox consumer, indexing notes written through other cores;
 //! - the sweeper, enforcing connection deadlines.
+//!
+//! Every note enters this core's index through [`Shard::index_note`], which
+//! also feeds the core's live subscribers (`feed.rs`, `GET /events`).
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::future::poll_fn;
@@ -31,6 +34,7 @@ use super::bufpool::BufferPool;
 use super::conn;
 use super::conn_table::{now_ms, ConnTable};
 use super::dispatch;
+use super::feed::Feed;
 use super::inbox::{CoreMsg, Inbox};
 use crate::cluster::{Cluster, ClusterShared};
 use crate::config::{AckPolicy, Config};
@@ -76,6 +80,8 @@ pub struct Shard {
     id: usize,
     shared: Arc<Shared>,
     index: RefCell<Index>,
+    /// Notes newly indexed here, for `GET /events` subscribers on this core.
+    feed: Rc<Feed>,
     writer: Rc<LogWriter>,
     /// Sequence number of the last note created by this core's stream.
     seq_last: Cell<u64>,
@@ -161,6 +167,31 @@ impl Shard {
 
     pub fn index(&self) -> Ref<'_, Index> {
         self.index.borrow()
+    }
+
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// The feed, for a subscription that outlives the request handler.
+    pub fn feed_rc(&self) -> Rc<Feed> {
+        Rc::clone(&self.feed)
+    }
+
+    /// Adds a durable note to this core's index and, if it is new here,
+    /// hands it to this core's live subscribers and tells replication. Every
+    /// note reaches a core's index through this function, whichever way it
+    /// arrived (written here, on another core, or on a peer). Returns false
+    /// if the note was already indexed.
+    pub fn index_note(&self, note_ref: NoteRef) -> bool {
+        let inserted = self.index.borrow_mut().insert(note_ref.clone());
+        if inserted {
+            self.feed.push(note_ref);
+            if let Some(cluster) = self.cluster.borrow().as_ref() {
+                cluster.on_index_grew();
+            }
+        }
+        inserted
     }
 
     /// The render buffer. Callers must not hold it across an await.
@@ -252,18 +283,6 @@ impl Shard {
         }
     }
 
-    /// Adds a note to this core's index (the one place every note enters a
-    /// core's view, whether written here, on another core, or on a peer).
-    pub fn index_note(&self, note_ref: NoteRef) -> bool {
-        let added = self.index.borrow_mut().insert(note_ref);
-        if added {
-            if let Some(cluster) = self.cluster.borrow().as_ref() {
-                cluster.on_index_grew();
-            }
-        }
-        added
-    }
-
     fn begin_shutdown(&self) {
         if !self.shutting_down.replace(true) {
             tracing::debug!(core = self.id, "shard shutting down");
@@ -273,7 +292,8 @@ impl Shard {
         }
     }
 
-    async fn shutdown_signalled(&self) {
+    /// Resolves once this shard has begun shutting down.
+    pub async fn shutdown_signalled(&self) {
         poll_fn(|cx| {
             if self.shutting_down.get() {
                 Poll::Ready(())
@@ -306,6 +326,7 @@ pub async fn run(
     let shard = Rc::new(Shard {
         id,
         index: RefCell::new(index),
+        feed: Rc::new(Feed::new(Arc::clone(&shared.metrics), id)),
         writer: LogWriter::new(
             shared.data_dir.clone(),
             core,

@@ -38,6 +38,25 @@ impl Server {
     }
 
     pub fn try_start_in(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+        Self::try_start_in_env(data_dir, extra, &[])
+    }
+
+    /// Starts a server with a fresh data dir, extra flags and environment
+    /// changes (`None` removes a variable; `RUST_LOG` defaults to `info`).
+    pub fn start_env(extra: &[&str], env: &[(&str, Option<&str>)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s =
+            Server::try_start_in_env(&data_dir, extra, env).expect("server failed to start");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub fn try_start_in_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Result<Server, String> {
         let stderr_log = data_dir.with_extension(format!("stderr.{}.log", std::process::id()));
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         let stderr_file = std::fs::File::create(&stderr_log).unwrap();
@@ -55,6 +74,12 @@ impl Server {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr_file));
+        for (name, value) in env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
