@@ -88,6 +88,24 @@ pub struct ServeArgs {
     /// Log segment size limit in bytes [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes_max: Option<u64>,
+    /// A shard silent (no heartbeat) this long is replaced, e.g. `1s`, `500ms` [default: 1s].
+    #[arg(long = "stall-timeout", value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub stall_timeout_ms: Option<u64>,
+    /// More shard restarts than this within --restart-window: exit with status 3 [default: 5].
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+    /// The window --max-restarts counts in, e.g. `10s` [default: 10s].
+    #[arg(long = "restart-window", value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub restart_window_ms: Option<u64>,
+    /// Enable POST /_admin/fault to make a shard panic, stall or slow down (tests and demos only).
+    #[arg(long)]
+    pub fault_injection: bool,
+}
+
+/// Parses a duration such as `1s`, `500ms` or `1m 30s` into milliseconds.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 1s or 500ms)"))?;
+    u64::try_from(d.as_millis()).map_err(|_| "duration too large".to_string())
 }
 
 impl ServeArgs {
@@ -121,7 +139,13 @@ impl ServeArgs {
             connections_max_per_core,
             listen_backlog,
             segment_bytes_max,
+            stall_timeout_ms,
+            max_restarts,
+            restart_window_ms,
         );
+        if self.fault_injection {
+            cfg.fault_injection = true;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -152,5 +176,30 @@ mod tests {
         let cfg = args.to_config().unwrap();
         assert_eq!(cfg.listen.port(), 0);
         assert_eq!(cfg.cores, 1);
+        assert_eq!(cfg.stall_timeout_ms, 1000);
+        assert!(!cfg.fault_injection);
+    }
+
+    #[test]
+    fn supervision_flags_take_durations() {
+        let cli = Cli::try_parse_from([
+            "uringnotes",
+            "serve",
+            "--stall-timeout",
+            "500ms",
+            "--restart-window",
+            "1m",
+            "--max-restarts",
+            "2",
+            "--fault-injection",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        let cfg = args.to_config().unwrap();
+        assert_eq!(cfg.stall_timeout_ms, 500);
+        assert_eq!(cfg.restart_window_ms, 60_000);
+        assert_eq!(cfg.max_restarts, 2);
+        assert!(cfg.fault_injection);
+        assert!(Cli::try_parse_from(["uringnotes", "serve", "--stall-timeout", "soon"]).is_err());
     }
 }

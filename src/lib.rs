@@ -8,6 +8,8 @@
 //! - [`routes`]: what each URL does (HTML page, notes API, operator endpoints).
 //! - [`store`]: notes on disk (append-only checksummed rkyv log, group commit,
 //!   recovery) and in memory (the per-core index).
+//! - [`watchdog`]: supervision of the shards: stall and crash detection,
+//!   restarts, restart intensity.
 //! - [`metrics`]: per-core counters and their Prometheus rendering.
 //! - [`encoding`]: escaping and form decoding at the edges.
 //!
@@ -21,3 +23,4 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod watchdog;

@@ -17,6 +17,11 @@
 //!
 //! A panic while serving a request is caught here: it closes this
 //! connection only and is logged with the core; the shard keeps serving.
+//!
+//! Each connection's descriptor is recorded in its shard's socket registry
+//! (`incarnation.rs`) for as long as it is open, so that the watchdog can
+//! shut it down if the shard's thread gets stuck; it is taken out of the
+//! registry before the socket is closed.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -32,7 +37,8 @@ use glommio::net::TcpStream;
 
 use super::bufpool::BufferPool;
 use super::conn_table::{now_ms, Phase};
-use super::shard::Shard;
+use super::incarnation::SocketRegistry;
+use super::shard::{panic_message, Shard};
 use crate::http::body::ChunkedDecoder;
 use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, RequestHead};
 use crate::http::response::ResponseMode;
@@ -68,6 +74,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let slot = shard
         .conns
         .insert(fd, Phase::Idle, now_ms() + shard.config().idle_timeout_ms);
+    shard.sockets().register_connection(slot, fd);
     shard.metrics().connection_opened();
     let outcome = AssertUnwindSafe(Connection::new(&shard, stream, slot).run())
         .catch_unwind()
@@ -77,12 +84,27 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.conns.remove(slot);
     shard.metrics().connection_closed();
     if let Err(panic) = outcome {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        tracing::error!(core = shard.id(), panic = %what, "request handler panicked; closed that connection only");
+        tracing::error!(
+            core = shard.id(),
+            panic = %panic_message(&*panic),
+            "request handler panicked; closed that connection only"
+        );
+    }
+}
+
+/// Takes a connection's descriptor out of the shard's socket registry when
+/// dropped. It is the first field of [`Connection`], so it is dropped (and
+/// the registry released) before the stream closes the descriptor, also
+/// when a panic unwinds through the connection.
+struct Registered<'s> {
+    sockets: &'s SocketRegistry,
+    slot: usize,
+    fd: std::os::fd::RawFd,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.sockets.release_connection(self.slot, self.fd);
     }
 }
 
@@ -112,6 +134,8 @@ impl ReadBuf {
 }
 
 struct Connection<'s> {
+    /// Must stay declared before `stream` (fields drop in order).
+    _registered: Registered<'s>,
     shard: &'s Shard,
     stream: TcpStream,
     slot: usize,
@@ -140,6 +164,11 @@ impl<'s> Connection<'s> {
     fn new(shard: &'s Shard, stream: TcpStream, slot: usize) -> Self {
         let config = shard.config();
         Connection {
+            _registered: Registered {
+                sockets: shard.sockets(),
+                slot,
+                fd: stream.as_raw_fd(),
+            },
             shard,
             stream,
             slot,
@@ -173,6 +202,9 @@ impl<'s> Connection<'s> {
             let head = self.next_head().await?;
             let started = Instant::now();
             self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
+            if self.shard.request_faults_armed() {
+                self.shard.apply_request_faults().await;
+            }
             let mode = ResponseMode {
                 keep_alive: head.keep_alive && !self.shard.shutting_down(),
                 http10: head.version_minor == 0,
