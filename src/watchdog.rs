@@ -147,7 +147,7 @@ pub enum Notice {
     Escalate {
         core: usize,
         reason: String,
-        restarts: usize,
+        max_restarts: u32,
         window_ms: u64,
     },
     /// Every shard has stopped (or the stop deadline passed).
@@ -578,7 +578,7 @@ impl Watchdog {
             (self.notify)(Notice::Escalate {
                 core,
                 reason,
-                restarts,
+                max_restarts: self.policy.max_restarts,
                 window_ms,
             });
             self.stop_all();
@@ -605,7 +605,7 @@ impl Watchdog {
                 (self.notify)(Notice::Escalate {
                     core,
                     reason,
-                    restarts: self.intensity.recent(),
+                    max_restarts: self.policy.max_restarts,
                     window_ms: self.policy.restart_window.as_millis() as u64,
                 });
                 self.stop_all();

@@ -52,13 +52,14 @@ pub enum ServerError {
     #[error("shard {core} failed to start: {reason}")]
     ShardStart { core: usize, reason: String },
     #[error(
-        "shard {core} failed ({reason}) and restarting is not helping: {restarts} restarts \
-         within {window_ms} ms; exiting so that the service manager restarts the process"
+        "shard {core} failed again ({reason}) after {max_restarts} restarts within \
+         {window_ms} ms (--max-restarts {max_restarts}, --restart-window {window_ms}ms): \
+         restarting is not helping; exiting so that the service manager restarts the process"
     )]
     RestartIntensity {
         core: usize,
         reason: String,
-        restarts: usize,
+        max_restarts: u32,
         window_ms: u64,
     },
     #[error("the watchdog thread is gone; shards are no longer supervised")]
@@ -201,7 +202,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             Ok(Event::Watchdog(Notice::Escalate {
                 core,
                 reason,
-                restarts,
+                max_restarts,
                 window_ms,
             })) => {
                 // The watchdog is already stopping every shard.
@@ -209,7 +210,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 return Err(ServerError::RestartIntensity {
                     core,
                     reason,
-                    restarts,
+                    max_restarts,
                     window_ms,
                 });
             }

@@ -349,6 +349,18 @@ impl Shard {
         self.stopping.wait().await
     }
 
+    /// Stops an incarnation the watchdog has replaced (it had stalled).
+    fn stop_superseded(&self) {
+        if self.stop.get() != Stop::Hard {
+            tracing::warn!(
+                core = self.id,
+                generation = self.generation(),
+                "this executor was replaced by the watchdog while it was stalled; stopping it"
+            );
+            self.begin_stop(Stop::Hard);
+        }
+    }
+
     fn superseded_or_stopping(&self) -> bool {
         self.incarnation.superseded() || self.shutting_down()
     }
@@ -486,7 +498,7 @@ pub async fn run(
     // caller gave up ownership of it.
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
     shard.incarnation.report(Report::Ready);
-    if let Err(panic) = AssertUnwindSafe(accept_loop(&shard, &listener))
+    if let Err(panic) = AssertUnwindSafe(accept_loop(&shard, &listener, listener_fd))
         .catch_unwind()
         .await
     {
@@ -503,10 +515,12 @@ pub async fn run(
         drain(&shard).await;
     }
     shard.finished.raise();
-    if let Some(w) = shard.inbox_waker.take() {
-        w.wake();
+    if let Some(w) = shard.inbox_waker.borrow().as_ref() {
+        w.wake_by_ref();
     }
     end_tasks(&shard, tasks).await;
+    // In case the flusher did not get to it (it crashed or was cancelled).
+    shard.writer.close_segment().await;
 
     let reason = if let Some(reason) = shard.crash.take() {
         ExitReason::Crashed(reason)
@@ -545,25 +559,35 @@ async fn end_tasks(shard: &Rc<Shard>, tasks: [glommio::Task<()>; 3]) {
     }
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+/// Accepts connections until the shard stops.
+///
+/// On stop, the listening socket is shut down (`SHUT_RD`) instead of the
+/// pending accept being dropped: glommio accepts with io_uring, and an
+/// accept already in the kernel can still take a connection after its
+/// future was dropped; glommio then discards that descriptor without
+/// closing it, and its client hangs. Shut down, the accept fails instead.
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, listener_fd: RawFd) {
     let config = shard.config();
     loop {
-        let accepted = async { Some(listener.accept().await) }
+        let accepted = listener
+            .accept()
             .or(async {
                 shard.shutdown_signalled().await;
-                None
+                // SAFETY: shutdown(2) on this shard's own listening socket.
+                unsafe { libc::shutdown(listener_fd, libc::SHUT_RD) };
+                std::future::pending().await
             })
             .await;
         if shard.incarnation.superseded() {
             // Replaced while stalled: this executor must not serve anything
-            // more (any accepted connection is closed by being dropped).
-            shard.begin_stop(Stop::Hard);
+            // more (an accepted connection is closed by being dropped).
+            shard.stop_superseded();
             break;
         }
         let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
+            Ok(stream) => stream,
+            Err(_) if shard.shutting_down() => break,
+            Err(e) => {
                 let io: std::io::Error = e.into();
                 tracing::warn!(core = shard.id, error = %io, "accept failed");
                 // Out of descriptors or memory: back off instead of spinning;
@@ -572,11 +596,17 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
+        if shard.stop.get() == Stop::Hard {
+            // Crashing: dropping it closes it.
+            break;
+        }
         if shard.conns.open_count() >= config.connections_max_per_core {
             shard.metrics().add_connections_rejected(1);
             conn::reject_overloaded(stream);
             continue;
         }
+        // While stopping gracefully, a connection accepted just before the
+        // socket was shut down is still served (with `Connection: close`).
         glommio::spawn_local(conn::serve(Rc::clone(shard), stream)).detach();
     }
 }
@@ -647,6 +677,17 @@ async fn hard_stop(shard: &Rc<Shard>) {
 /// those notes, durable before they were queued, are in the rescan.
 async fn run_inbox(shard: Rc<Shard>) {
     let inbox = &shard.shared.inboxes[shard.id];
+    // However this task ends (returns, panics, is cancelled), its waker
+    // must leave the shared inbox on this thread (see `Inbox::unregister`).
+    struct Unregister<'a>(&'a Inbox, &'a RefCell<Option<Waker>>);
+    impl Drop for Unregister<'_> {
+        fn drop(&mut self) {
+            if let Some(own) = self.1.take() {
+                self.0.unregister(&own);
+            }
+        }
+    }
+    let _unregister = Unregister(inbox, &shard.inbox_waker);
     let mut batch: Vec<NoteRef> = Vec::with_capacity(INBOX_BATCH_MAX);
     loop {
         if shard.finished.is_set() || shard.incarnation.superseded() {
@@ -720,13 +761,8 @@ async fn run_sweeper(shard: Rc<Shard>) {
         if !tick {
             return;
         }
-        if shard.incarnation.superseded() && shard.stop.get() != Stop::Hard {
-            tracing::warn!(
-                core = shard.id,
-                generation = shard.generation(),
-                "this executor was replaced by the watchdog while it was stalled; stopping it"
-            );
-            shard.begin_stop(Stop::Hard);
+        if shard.incarnation.superseded() {
+            shard.stop_superseded();
         }
         let cut = shard.conns.sweep(now_ms(), shard.shutting_down());
         if cut > 0 {
@@ -767,9 +803,12 @@ fn apply_shard_fault(shard: &Rc<Shard>) {
         FaultKind::Panic => panic!("injected fault: panic in shard {} machinery", shard.id),
         FaultKind::Unwind => {
             // Deliberately not a machinery task: nothing catches this panic,
-            // so it unwinds the executor thread.
+            // so it unwinds the executor thread. glommio polls a new task
+            // once right away, inside its spawner's poll (`spawn_and_run`):
+            // the panic must come on a later poll to escape to the executor.
             let core = shard.id;
             glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
                 panic!("injected fault: uncaught panic on shard {core}");
             })
             .detach();

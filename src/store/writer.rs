@@ -267,6 +267,7 @@ impl LogWriter {
             })
             .await;
             if !proceed {
+                self.close_segment().await;
                 self.wake_idle_waiters();
                 return;
             }
@@ -295,6 +296,27 @@ impl LogWriter {
             }
             in_flight.complete(outcome);
             self.wake_idle_waiters();
+        }
+    }
+
+    /// Closes the open segment, waiting for the close. Dropping a glommio
+    /// file only queues its close on the executor's ring, which never
+    /// happens if the executor is about to end (a restarted shard would
+    /// leak the descriptor). Idempotent; a no-op while a write holds the file.
+    pub async fn close_segment(&self) {
+        let segment = self.segment.borrow_mut().take();
+        if let Some(segment) = segment {
+            match Rc::try_unwrap(segment.file) {
+                Ok(file) => {
+                    if let Err(e) = file.close().await {
+                        tracing::warn!(core = self.core, segment = segment.number, error = %e, "closing a log segment failed");
+                    }
+                }
+                Err(file) => {
+                    // A write still uses it: put it back for that write.
+                    self.segment.replace(Some(OpenSegment { file, ..segment }));
+                }
+            }
         }
     }
 
