@@ -365,9 +365,6 @@ fn run_scenario(sc: Scenario) {
         sc.reason_contains
     );
     let back_after_post = back.duration_since(posted).unwrap_or_default();
-    if std::env::var_os("WATCHDOG_TEST_DUMP").is_some() {
-        eprintln!("{}", s.stderr());
-    }
     assert!(
         back_after_post <= sc.back_within,
         "shard {FAILED} served again {back_after_post:?} after the fault was posted (bound {:?}); failure detected at {:?} after",
@@ -478,7 +475,10 @@ fn a_panic_that_unwinds_the_executor_thread_is_restarted_and_its_sockets_closed(
         // closes them once the thread has ended.
         held_end_within: Duration::from_millis(1_000),
         after_back: Duration::from_millis(500),
-        unattributed_until: Duration::from_secs(2),
+        // While the thread unwinds, its io_uring can still complete an
+        // accept it had submitted; that connection's descriptor is lost with
+        // the executor and its client waits for its own timeout.
+        unattributed_until: REQUEST_TIMEOUT + Duration::from_secs(2),
         // An unwound executor's rings, eventfds and blocking-pool thread
         // are leaked by glommio (documented in watchdog.rs).
         check_leaks: false,

@@ -104,6 +104,14 @@ struct Registered<'s> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Dropped while a panic unwinds the executor thread: the
+            // executor's io_uring may still hold a receive on this socket,
+            // which keeps the socket open after its descriptor is closed,
+            // so the client would never see the end. End it explicitly.
+            // SAFETY: shutdown(2) on our own, still open descriptor.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
         self.sockets.release_connection(self.slot, self.fd);
     }
 }

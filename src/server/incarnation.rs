@@ -208,13 +208,16 @@ impl SocketRegistry {
     }
 
     /// Shuts down and closes every socket still registered, for an
-    /// incarnation whose thread has ended: glommio does not drop the tasks
-    /// of an executor that unwound (nor tasks still pending when it
+    /// incarnation whose thread has ended: glommio does not drop every task
+    /// of an executor that unwound (nor tasks still pending when one
     /// returns), so these sockets would otherwise stay open, unserved,
     /// forever. Returns how many connections were closed.
     ///
-    /// Only call after the thread was joined: then no owner is left that
-    /// could close the same descriptor.
+    /// Only call after the thread was joined. Every owner releases its slot
+    /// before it closes its descriptor, in its `Drop` (`conn::Registered`,
+    /// `shard::RegisteredListener`), so a descriptor still registered then
+    /// belongs to an object that was never dropped and never will be: this
+    /// is its only close.
     pub fn close_leaked(&self) -> usize {
         self.for_each_claimed(|_, fd| {
             // SAFETY: the thread that owned `fd` has ended and the object

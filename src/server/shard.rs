@@ -22,9 +22,9 @@
 //!   boundary ([`spawn_machinery`]) and *crashes* the shard: it reports the
 //!   crash to the watchdog at once, shuts all its sockets, fails pending
 //!   writes, and ends every task before the executor returns. Ending every
-//!   task matters: glommio never drops the tasks still pending when an
-//!   executor returns or unwinds, so their sockets, files and memory would
-//!   leak (measured; see `watchdog.rs`);
+//!   task matters: glommio does not reliably drop the tasks still pending
+//!   when an executor returns or unwinds (some are dropped, others leak), so
+//!   their sockets, files and memory could leak (measured; see `watchdog.rs`);
 //! - every task is in glommio's default task queue: a panic in a task of a
 //!   non-default queue aborts the whole process (DataDog/glommio#689);
 //! - nothing here uses `spawn_blocking` (a panicking closure hangs its
@@ -37,6 +37,7 @@
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::future::{poll_fn, Future};
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
@@ -494,11 +495,15 @@ pub async fn run(
         spawn_machinery(&shard, "sweeper", run_sweeper(Rc::clone(&shard))),
     ];
 
-    // SAFETY: the fd is a listening socket created for this shard; the
-    // caller gave up ownership of it.
-    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    let listener = RegisteredListener {
+        sockets: shard.sockets(),
+        fd: listener_fd,
+        // SAFETY: the fd is a listening socket created for this shard; the
+        // caller gave up ownership of it.
+        listener: ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(listener_fd) }),
+    };
     shard.incarnation.report(Report::Ready);
-    if let Err(panic) = AssertUnwindSafe(accept_loop(&shard, &listener, listener_fd))
+    if let Err(panic) = AssertUnwindSafe(accept_loop(&shard, &listener.listener, listener_fd))
         .catch_unwind()
         .await
     {
@@ -506,7 +511,6 @@ pub async fn run(
     }
     // Dropping the listener closes this core's socket; the kernel routes new
     // connections to the other cores' sockets while they still listen.
-    shard.sockets().release_listener(listener_fd);
     drop(listener);
 
     if shard.stop.get() == Stop::Hard {
@@ -531,6 +535,26 @@ pub async fn run(
     };
     tracing::debug!(core = id, reason = ?reason, "shard executor done");
     reason
+}
+
+/// The shard's listening socket, taken out of the socket registry before it
+/// is closed, however it is dropped: in order here, or by glommio tearing
+/// down an executor that unwound (which drops some of its tasks and leaks
+/// others). The watchdog closes what is still registered after the thread
+/// ended, so a descriptor closed without being released first would be
+/// closed twice (and the second time, it may be another socket's number).
+struct RegisteredListener<'s> {
+    sockets: &'s SocketRegistry,
+    fd: RawFd,
+    listener: ManuallyDrop<TcpListener>,
+}
+
+impl Drop for RegisteredListener<'_> {
+    fn drop(&mut self) {
+        self.sockets.release_listener(self.fd);
+        // SAFETY: dropped exactly once, here, after the release.
+        unsafe { ManuallyDrop::drop(&mut self.listener) };
+    }
 }
 
 /// Waits (bounded) for the machinery tasks to end, then cancels the rest:

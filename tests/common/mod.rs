@@ -192,6 +192,17 @@ impl Client {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // The server's side of a failed test.
+            let stderr = self.stderr();
+            let lines: Vec<&str> = stderr.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "--- server stderr (last {} lines) ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
