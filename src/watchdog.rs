@@ -269,12 +269,23 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        tracing::error!(
-            thread = thread.name().unwrap_or("unnamed"),
-            location = %location,
-            panic = %message,
-            "panic"
-        );
+        // Like the default hook: a backtrace when RUST_BACKTRACE asks for one.
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(
+                thread = thread.name().unwrap_or("unnamed"),
+                location = %location,
+                panic = %message,
+                "panic\n{backtrace}"
+            );
+        } else {
+            tracing::error!(
+                thread = thread.name().unwrap_or("unnamed"),
+                location = %location,
+                panic = %message,
+                "panic"
+            );
+        }
         if let Ok(mut kept) = panic_messages().lock() {
             if kept.len() >= PANIC_MESSAGES_MAX {
                 kept.pop_front();
@@ -476,13 +487,12 @@ impl Watchdog {
                 // The thread is gone: whatever sockets it left registered
                 // belong to tasks glommio will never drop.
                 let closed = incarnation.sockets.close_leaked();
-                if outcome.is_err() || closed > 0 {
+                if closed > 0 {
                     tracing::warn!(
                         shard = core,
                         generation = incarnation.generation,
-                        closed_connections = closed,
-                        "a shard's executor thread ended with tasks still pending; closed the sockets they held \
-                         (glommio does not drop such tasks: their memory and any other descriptors are leaked)"
+                        connections = closed,
+                        "closed connections that a shard's ended executor left open (glommio did not drop their tasks)"
                     );
                 }
                 if !current {
