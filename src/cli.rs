@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, FsyncPolicy};
+use crate::config::{AckPolicy, Config, ConfigError, DispatchPolicy, FsyncPolicy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +88,40 @@ pub struct ServeArgs {
     /// Log segment size limit in bytes [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes_max: Option<u64>,
+    /// CPUs to pin shards to, e.g. `1` or `0,1` [default: the first --cores CPUs].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Peer protocol address (TCP for data, UDP for membership); enables clustering.
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Address peers should dial, if not --peer-listen (e.g. behind a wildcard bind).
+    #[arg(long, value_name = "ADDR")]
+    pub peer_advertise: Option<SocketAddr>,
+    /// File with the shared cluster secret; never sent over the network.
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// A cluster member's peer address to join (repeatable; one live member is enough).
+    #[arg(long, value_name = "ADDR")]
+    pub join: Vec<SocketAddr>,
+    /// When writes are acknowledged: `all` (local fsync + every peer up) or `local` [default: all].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub ack: Option<AckPolicy>,
+    /// Longest a write waits for peer acknowledgements [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub ack_timeout_ms: Option<u64>,
+    /// Where requests run: `local`, `random` (any shard of the cluster) or `p2c` [default: p2c].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub dispatch: Option<DispatchPolicy>,
+    /// In-flight requests above which p2c sends work elsewhere [default: 32].
+    #[arg(long, value_name = "N")]
+    pub dispatch_overload_inflight: Option<u64>,
+    /// Do not add the `X-Served-By: node/core` response header.
+    #[arg(long)]
+    pub no_served_by: bool,
+    /// Enable the /_admin fault-injection endpoints: make a shard panic, stall or
+    /// slow down, split the cluster (tests and demos only).
+    #[arg(long)]
+    pub fault_injection: bool,
     /// A shard silent (no heartbeat) this long is replaced, e.g. `1s`, `500ms` [default: 1s].
     #[arg(long = "stall-timeout", value_name = "DURATION", value_parser = parse_duration_ms)]
     pub stall_timeout_ms: Option<u64>,
@@ -97,9 +131,6 @@ pub struct ServeArgs {
     /// The window --max-restarts counts in, e.g. `10s` [default: 10s].
     #[arg(long = "restart-window", value_name = "DURATION", value_parser = parse_duration_ms)]
     pub restart_window_ms: Option<u64>,
-    /// Enable POST /_admin/fault to make a shard panic, stall or slow down (tests and demos only).
-    #[arg(long)]
-    pub fault_injection: bool,
 }
 
 /// Parses a duration such as `1s`, `500ms` or `1m 30s` into milliseconds.
@@ -139,10 +170,27 @@ impl ServeArgs {
             connections_max_per_core,
             listen_backlog,
             segment_bytes_max,
+            cpus,
+            ack,
+            ack_timeout_ms,
+            dispatch,
+            dispatch_overload_inflight,
             stall_timeout_ms,
             max_restarts,
             restart_window_ms,
         );
+        macro_rules! overlay_option {
+            ($($field:ident),* $(,)?) => {
+                $( if self.$field.is_some() { cfg.$field = self.$field.clone(); } )*
+            };
+        }
+        overlay_option!(peer_listen, peer_advertise, cookie_file);
+        if !self.join.is_empty() {
+            cfg.join = self.join.clone();
+        }
+        if self.no_served_by {
+            cfg.served_by = false;
+        }
         if self.fault_injection {
             cfg.fault_injection = true;
         }

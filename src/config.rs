@@ -28,6 +28,29 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// When a write is acknowledged in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AckPolicy {
+    /// After the local fsync and an acknowledgement from every peer currently up.
+    All,
+    /// After the local fsync only; peers catch up asynchronously.
+    Local,
+}
+
+/// Where a request is executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchPolicy {
+    /// On the core that accepted the connection.
+    Local,
+    /// On a uniformly random shard of the cluster (like the original's process group).
+    Random,
+    /// Locally until this shard is overloaded, then on the less loaded of two
+    /// random shards (power of two choices).
+    P2c,
+}
+
 /// The validated configuration of `uringnotes serve`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,6 +93,25 @@ pub struct Config {
     pub listen_backlog: u32,
     /// A log segment is closed and a new one started beyond this size.
     pub segment_bytes_max: u64,
+    /// CPUs to pin shards to (empty: the first `cores` CPUs this process may use).
+    pub cpus: Vec<usize>,
+
+    /// Peer protocol listen address; unset means single-node (no cluster).
+    pub peer_listen: Option<SocketAddr>,
+    /// Address peers should dial (defaults to `peer_listen`; needed when that is a wildcard).
+    pub peer_advertise: Option<SocketAddr>,
+    /// File holding the shared cluster secret (like an Erlang cookie).
+    pub cookie_file: Option<PathBuf>,
+    /// Peer addresses to join at start-up (any one member is enough).
+    pub join: Vec<SocketAddr>,
+    pub ack: AckPolicy,
+    /// Longest a write waits for peers' acknowledgements before it is answered anyway.
+    pub ack_timeout_ms: u64,
+    pub dispatch: DispatchPolicy,
+    /// Requests in progress on a shard above which `p2c` dispatches elsewhere.
+    pub dispatch_overload_inflight: u64,
+    /// Add `X-Served-By: node/core` to responses.
+    pub served_by: bool,
 
     /// A shard whose heartbeat has not moved for this long is stalled, and
     /// the watchdog replaces it.
@@ -79,7 +121,8 @@ pub struct Config {
     pub max_restarts: u32,
     /// The window `max_restarts` is counted in.
     pub restart_window_ms: u64,
-    /// Enables `POST /_admin/fault` (tests and demos only; a 404 otherwise).
+    /// Enables the `/_admin/*` fault-injection endpoints (`/_admin/fault`,
+    /// `/_admin/partition`; tests and demos only; a 404 otherwise).
     pub fault_injection: bool,
 }
 
@@ -104,6 +147,16 @@ impl Default for Config {
             connections_max_per_core: 16_384,
             listen_backlog: 4096,
             segment_bytes_max: 64 * 1024 * 1024,
+            cpus: Vec::new(),
+            peer_listen: None,
+            peer_advertise: None,
+            cookie_file: None,
+            join: Vec::new(),
+            ack: AckPolicy::All,
+            ack_timeout_ms: 5_000,
+            dispatch: DispatchPolicy::P2c,
+            dispatch_overload_inflight: 32,
+            served_by: true,
             stall_timeout_ms: 1_000,
             max_restarts: 5,
             restart_window_ms: 10_000,
@@ -180,6 +233,25 @@ impl Config {
             if ms < 100 {
                 return invalid(format!("{name} = {ms} is below the 100 ms minimum"));
             }
+        }
+        if self.peer_listen.is_some() && self.cookie_file.is_none() {
+            return invalid("--peer-listen needs --cookie-file (the shared cluster secret)".into());
+        }
+        if !self.join.is_empty() && self.peer_listen.is_none() {
+            return invalid("--join needs --peer-listen".into());
+        }
+        if let Some(addr) = self.peer_listen {
+            if addr.ip().is_unspecified() && self.peer_advertise.is_none() {
+                return invalid(format!(
+                    "peer_listen {addr} is a wildcard address: set peer_advertise to the address peers should dial"
+                ));
+            }
+        }
+        if self.ack_timeout_ms < 100 {
+            return invalid("ack_timeout_ms must be at least 100".into());
+        }
+        if self.dispatch_overload_inflight == 0 {
+            return invalid("dispatch_overload_inflight must be at least 1".into());
         }
         if !(STALL_TIMEOUT_MS_MIN..=3_600_000).contains(&self.stall_timeout_ms) {
             return invalid(format!(

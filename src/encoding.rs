@@ -28,34 +28,121 @@ pub fn html_escape_into(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[last..]);
 }
 
-/// Appends `s` as a JSON string literal, quotes included.
+/// For each byte, what JSON needs instead of it: 0 = itself, b'u' =
+/// `\u00XX`, otherwise the letter after a backslash. `<`, `>`, `&` and DEL
+/// are escaped too, so JSON can sit inside HTML or an event stream safely.
+const JSON_ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'<' as usize] = b'u';
+    t[b'>' as usize] = b'u';
+    t[b'&' as usize] = b'u';
+    t[0x7f] = b'u';
+    t
+};
+
+/// Appends `s` as a JSON string literal, quotes included. Runs of bytes that
+/// need no escaping are copied at once (the common case is a single run).
 pub fn json_string_into(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut last = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | b'<' | b'>' | b'&' | 0x7f => b"",
-            _ => continue,
-        };
+        let esc = JSON_ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
         out.extend_from_slice(&bytes[last..i]);
-        if short.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xf) as usize]);
+        if esc == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
         } else {
-            out.extend_from_slice(short);
+            out.extend_from_slice(&[b'\\', esc]);
         }
         last = i + 1;
     }
     out.extend_from_slice(&bytes[last..]);
     out.push(b'"');
+}
+
+/// Appends `v` as exactly 8 lowercase hex digits.
+pub fn hex8_into(out: &mut Vec<u8>, v: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 8];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((v >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out.extend_from_slice(&buf);
+}
+
+/// Appends a decimal integer.
+pub fn decimal_into(out: &mut Vec<u8>, v: u64) {
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(v).as_bytes());
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn two_digits(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+}
+
+/// Appends a UTC timestamp in RFC 3339: `2026-11-25T10:21:03Z`, with six
+/// fractional digits when `micros` is set. Years outside 0..=9999 are clamped.
+pub fn rfc3339_into(out: &mut Vec<u8>, unix_us: u64, micros: bool) {
+    let secs = (unix_us / 1_000_000) as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u32;
+    let y = y.clamp(0, 9999) as u32;
+    two_digits(out, y / 100);
+    two_digits(out, y % 100);
+    out.push(b'-');
+    two_digits(out, mo);
+    out.push(b'-');
+    two_digits(out, d);
+    out.push(b'T');
+    two_digits(out, sod / 3600);
+    out.push(b':');
+    two_digits(out, sod / 60 % 60);
+    out.push(b':');
+    two_digits(out, sod % 60);
+    if micros {
+        let frac = (unix_us % 1_000_000) as u32;
+        out.push(b'.');
+        two_digits(out, frac / 10_000);
+        two_digits(out, frac / 100 % 100);
+        two_digits(out, frac % 100);
+    }
+    out.push(b'Z');
 }
 
 /// Why percent-encoded text was refused.
@@ -137,6 +224,33 @@ mod tests {
         assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001\\u003c/script\\u003eé\"");
         let back: String = serde_json::from_str(&s).unwrap();
         assert_eq!(back, "a\"b\\c\nd\u{1}</script>é");
+    }
+
+    #[test]
+    fn timestamps_match_humantime() {
+        for us in [
+            0u64,
+            1_795_602_063_021_880,
+            951_782_400_000_001,
+            4_102_444_799_999_999,
+        ] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us);
+            let mut out = Vec::new();
+            rfc3339_into(&mut out, us, true);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                humantime::format_rfc3339_micros(t).to_string()
+            );
+            let mut out = Vec::new();
+            rfc3339_into(&mut out, us, false);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                humantime::format_rfc3339_seconds(t).to_string()
+            );
+        }
+        let mut out = Vec::new();
+        hex8_into(&mut out, 0x03b3_423c);
+        assert_eq!(out, b"03b3423c");
     }
 
     #[test]

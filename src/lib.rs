@@ -8,6 +8,8 @@
 //! - [`routes`]: what each URL does (HTML page, notes API, operator endpoints).
 //! - [`store`]: notes on disk (append-only checksummed rkyv log, group commit,
 //!   recovery) and in memory (the per-core index).
+//! - [`cluster`]: peer protocol, membership (SWIM), replication and
+//!   cross-node dispatch, run by core 0.
 //! - [`watchdog`]: supervision of the shards: stall and crash detection,
 //!   restarts, restart intensity.
 //! - [`metrics`]: per-core counters and their Prometheus rendering.
@@ -16,6 +18,7 @@
 //! `ARCHITECTURE.md` follows one request and one note through these files.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod encoding;
 pub mod http;

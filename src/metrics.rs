@@ -114,6 +114,13 @@ pub struct CoreMetrics {
     notes_received_from_cores: AtomicU64,
     inbox_depth: AtomicU64,
     shard_restarts: AtomicU64,
+    /// Requests being worked on by this core (parsed, not yet answered).
+    inflight: AtomicU64,
+    /// Time from a remote note's creation to its being durable here.
+    replication_delay_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    replication_delay_sum_us: AtomicU64,
+    replication_ack_timeouts: AtomicU64,
+    dispatched_out: AtomicU64,
 }
 
 impl Default for CoreMetrics {
@@ -133,6 +140,11 @@ impl Default for CoreMetrics {
             notes_received_from_cores: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
             shard_restarts: AtomicU64::new(0),
+            inflight: AtomicU64::new(0),
+            replication_delay_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            replication_delay_sum_us: AtomicU64::new(0),
+            replication_ack_timeouts: AtomicU64::new(0),
+            dispatched_out: AtomicU64::new(0),
         }
     }
 }
@@ -147,6 +159,36 @@ impl CoreMetrics {
             .unwrap_or(LATENCY_BUCKETS_US.len());
         bump(&self.latency_buckets[bucket], 1);
         bump(&self.latency_sum_us, latency_us);
+    }
+
+    pub fn inflight_add(&self) {
+        bump(&self.inflight, 1);
+    }
+
+    pub fn inflight_done(&self) {
+        self.inflight
+            .store(self.inflight.load(Relaxed).saturating_sub(1), Relaxed);
+    }
+
+    pub fn inflight(&self) -> u64 {
+        self.inflight.load(Relaxed)
+    }
+
+    pub fn record_replication_delay(&self, delay_us: u64) {
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| delay_us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        bump(&self.replication_delay_buckets[bucket], 1);
+        bump(&self.replication_delay_sum_us, delay_us);
+    }
+
+    pub fn add_replication_ack_timeouts(&self, n: u64) {
+        bump(&self.replication_ack_timeouts, n);
+    }
+
+    pub fn add_dispatched_out(&self, n: u64) {
+        bump(&self.dispatched_out, n);
     }
 
     pub fn connection_opened(&self) {
@@ -307,6 +349,34 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "uringnotes_http_request_duration_seconds_count {cumulative}"
     );
 
+    s.push_str("# HELP uringnotes_replication_delay_seconds Time from a remote note's creation to its being durable on this node.\n");
+    s.push_str("# TYPE uringnotes_replication_delay_seconds histogram\n");
+    let mut cumulative = 0u64;
+    for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
+        cumulative += all
+            .iter()
+            .map(|m| m.replication_delay_buckets[i].load(Relaxed))
+            .sum::<u64>();
+        let _ = writeln!(
+            s,
+            "uringnotes_replication_delay_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    cumulative += all
+        .iter()
+        .map(|m| m.replication_delay_buckets[LATENCY_BUCKETS_US.len()].load(Relaxed))
+        .sum::<u64>();
+    let _ = writeln!(
+        s,
+        "uringnotes_replication_delay_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        s,
+        "uringnotes_replication_delay_seconds_sum {}",
+        sum(&|m| &m.replication_delay_sum_us) as f64 / 1e6
+    );
+    let _ = writeln!(s, "uringnotes_replication_delay_seconds_count {cumulative}");
+
     let mut family = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(
             s,
@@ -373,6 +443,24 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "counter",
         "Notes a core indexed from another core's queue.",
         sum(&|m| &m.notes_received_from_cores),
+    );
+    family(
+        "uringnotes_requests_inflight",
+        "gauge",
+        "Requests being worked on (parsed, not yet answered).",
+        sum(&|m| &m.inflight),
+    );
+    family(
+        "uringnotes_replication_ack_timeouts_total",
+        "counter",
+        "Writes answered before every peer acknowledged them (ack timeout).",
+        sum(&|m| &m.replication_ack_timeouts),
+    );
+    family(
+        "uringnotes_requests_dispatched_total",
+        "counter",
+        "Requests executed on another core or node than the one that accepted them.",
+        sum(&|m| &m.dispatched_out),
     );
     s.push_str("# HELP uringnotes_shard_restarts_total Times the watchdog restarted each shard after a failure.\n");
     s.push_str("# TYPE uringnotes_shard_restarts_total counter\n");

@@ -373,3 +373,43 @@ fn graceful_shutdown_exits_zero() {
         "idle keep-alive connections are closed on shutdown"
     );
 }
+
+#[test]
+fn the_default_relative_data_dir_works() {
+    // `uringnotes serve` with no --data-dir uses ./uringnotes-data, as the README says.
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--cores", "1"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("uringnotes listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = Client::connect(addr).request(
+        "POST",
+        "/notes",
+        &[("Content-Type", "text/plain")],
+        b"relative",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(tmp
+        .path()
+        .join("uringnotes-data/log")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
+}

@@ -184,3 +184,62 @@ fn connections_over_the_per_core_limit_get_503() {
         "capacity returns when connections close"
     );
 }
+
+#[test]
+fn a_pipelining_client_that_never_reads_is_bounded_and_cut_off() {
+    let s = Server::start(&["--cores", "1", "--send-timeout-ms", "1000"]);
+    for i in 0..100 {
+        assert_eq!(
+            s.post_note(&format!("a note to make the page bigger, number {i}"))
+                .status,
+            201
+        );
+    }
+    let pid = s.pid();
+    let rss = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = rss();
+    // 20 clients each pipeline 2,000 page requests (about 40 MB of
+    // responses each) and never read a byte.
+    let req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(2000);
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let mut c = Client::connect(s.addr);
+            c.stream
+                .set_write_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let _ = c.stream.write_all(&req);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = rss();
+    assert!(
+        during < before + 64 * 1024,
+        "RSS grew from {before} KiB to {during} KiB with non-reading pipeliners"
+    );
+    // They are cut off by the send timeout, and everyone else is served meanwhile.
+    assert_eq!(s.get("/healthz").status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = s.get("/metrics").text();
+    let timed_out: u64 = m
+        .lines()
+        .find(|l| l.starts_with("uringnotes_connections_timed_out_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        timed_out >= 20,
+        "slow readers were not cut off ({timed_out})"
+    );
+    drop(clients);
+}

@@ -17,6 +17,8 @@ pub struct ResponseMode {
     pub http10: bool,
     /// The request was HEAD: no body.
     pub head_only: bool,
+    /// Value of the `X-Served-By` header (`node/core`), if enabled.
+    pub served_by: Option<&'static str>,
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -86,6 +88,11 @@ pub fn write_head(
         out.extend_from_slice(content_type.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(by) = mode.served_by {
+        out.extend_from_slice(b"X-Served-By: ");
+        out.extend_from_slice(by.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         debug_assert!(
             !value.contains(['\r', '\n']),
@@ -139,6 +146,7 @@ mod tests {
         keep_alive: true,
         http10: false,
         head_only: false,
+        served_by: None,
     };
 
     #[test]

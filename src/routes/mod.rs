@@ -12,6 +12,7 @@ pub mod admin;
 pub mod notes;
 pub mod ops;
 pub mod page;
+pub mod partition;
 
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, ResponseMode};
@@ -88,6 +89,9 @@ pub async fn handle(
         b"/metrics" => method_not_allowed(out, mode, Route::Metrics, "GET, HEAD"),
         b"/_status" if get => ops::status(shard, out, mode),
         b"/_status" => method_not_allowed(out, mode, Route::Status, "GET, HEAD"),
+        b"/_admin/partition" if method == Method::Post && shard.config().fault_injection => {
+            partition::partition(shard, req, out, mode)
+        }
         p if p.starts_with(b"/notes/") && get => notes::get(shard, req, out, mode),
         p if p.starts_with(b"/notes/") => {
             method_not_allowed(out, mode, Route::NoteGet, "GET, HEAD")

@@ -88,7 +88,48 @@ pub fn status(shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
         }
         body.push(b'}');
     }
-    body.extend_from_slice(b"],\"members\":[]}\n");
+    body.extend_from_slice(b"],\"cluster\":");
+    write_cluster_json(shard, &mut body);
+    body.extend_from_slice(b"}\n");
     response::write(out, mode, 200, "application/json", &[], &body);
     Reply::new(Route::Status, 200)
+}
+
+/// The cluster section of `/_status`: this node's peer settings and every
+/// known member with its state, replication lag and queue depth.
+fn write_cluster_json(shard: &Shard, body: &mut Vec<u8>) {
+    let shared = shard.shared();
+    let config = &shared.config;
+    if !shared.cluster.enabled {
+        body.extend_from_slice(b"{\"enabled\":false,\"members\":[]}");
+        return;
+    }
+    let _ = write!(
+        body,
+        "{{\"enabled\":true,\"peer_listen\":\"{}\",\"ack\":\"{}\",\"dispatch\":\"{}\",\"members\":[",
+        config.peer_advertise.or(config.peer_listen).map(|a| a.to_string()).unwrap_or_default(),
+        match config.ack {
+            crate::config::AckPolicy::All => "all",
+            crate::config::AckPolicy::Local => "local",
+        },
+        match config.dispatch {
+            crate::config::DispatchPolicy::Local => "local",
+            crate::config::DispatchPolicy::Random => "random",
+            crate::config::DispatchPolicy::P2c => "p2c",
+        },
+    );
+    let view = shared.cluster.view.load();
+    for (i, m) in view.members.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let _ = write!(body, "{{\"node\":\"{:08x}\",\"name\":", m.node);
+        json_string_into(body, &m.name);
+        let _ = write!(
+            body,
+            ",\"peer_addr\":\"{}\",\"state\":\"{}\",\"connected\":{},\"cores\":{},\"loads\":{:?},\"lag_notes\":{},\"queue_bytes\":{}}}",
+            m.peer_addr, m.state, m.connected, m.cores, m.loads, m.lag_notes, m.outbox_bytes
+        );
+    }
+    body.extend_from_slice(b"]}");
 }

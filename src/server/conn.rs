@@ -37,6 +37,7 @@ use glommio::net::TcpStream;
 
 use super::bufpool::BufferPool;
 use super::conn_table::{now_ms, Phase};
+use super::dispatch;
 use super::incarnation::SocketRegistry;
 use super::shard::{panic_message, Shard};
 use crate::http::body::ChunkedDecoder;
@@ -157,6 +158,10 @@ struct Connection<'s> {
     linger: bool,
 }
 
+/// Pending response bytes above which the connection flushes before
+/// answering further pipelined requests (bounds memory per connection).
+const WRITE_BUFFER_FLUSH_BYTES: usize = 64 * 1024;
+
 /// Most bytes drained from a client after an error response.
 const LINGER_BYTES_MAX: usize = 1 << 20;
 /// Longest time spent draining a client after an error response.
@@ -217,7 +222,9 @@ impl<'s> Connection<'s> {
                 keep_alive: head.keep_alive && !self.shard.shutting_down(),
                 http10: head.version_minor == 0,
                 head_only: head.method == Method::Head,
+                served_by: self.shard.served_by(),
             };
+            self.shard.metrics().inflight_add();
             if self.wbuf.capacity() == 0 {
                 self.wbuf = self.shard.write_pool.take_write();
             }
@@ -228,7 +235,7 @@ impl<'s> Connection<'s> {
                     raw_head,
                     body: &[],
                 };
-                let reply = routes::handle(self.shard, &req, &mut self.wbuf, mode).await;
+                let reply = dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await;
                 self.rbuf.consume(head.head_bytes);
                 reply
             } else {
@@ -241,18 +248,25 @@ impl<'s> Connection<'s> {
                             raw_head: &raw_head,
                             body: &body,
                         };
-                        routes::handle(self.shard, &req, &mut self.wbuf, mode).await
+                        dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await
                     }
                     Err(Some(e)) => routes::error(&mut self.wbuf, mode, Route::Malformed, &e),
                     Err(None) => return Err(Stop::Done),
                 }
             };
+            self.shard.metrics().inflight_done();
             self.record(reply, started);
             if reply.close {
                 self.linger = true;
             }
             if reply.close || !mode.keep_alive {
                 return Err(Stop::Done);
+            }
+            // A client pipelining many requests without reading must not
+            // grow our write buffer without bound: send what we have (and
+            // wait for the client to take it) before answering more.
+            if self.wbuf.len() >= WRITE_BUFFER_FLUSH_BYTES {
+                self.flush().await?;
             }
         }
     }
@@ -344,6 +358,7 @@ impl<'s> Connection<'s> {
             keep_alive: false,
             http10: false,
             head_only: false,
+            served_by: self.shard.served_by(),
         };
         let reply = routes::error(&mut self.wbuf, mode, Route::Malformed, e);
         self.shard

@@ -20,12 +20,65 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::store::index::NoteRef;
 
-/// Notes a core may have queued for it before producers wait. At the
+/// Messages a core may have queued for it before producers wait. At the
 /// measured write rates this is well over a second of writes.
 pub const INBOX_CAPACITY: usize = 64 * 1024;
 
+/// What one core can ask of another.
+pub enum CoreMsg {
+    /// A durable note to add to the receiving core's index.
+    Note(NoteRef),
+    /// Replication watermarks moved: re-check writes waiting for peers.
+    Replicated,
+    /// Execute a request on the receiving core and send the reply back.
+    Dispatch(Box<DispatchJob>),
+    /// The reply to a request this core dispatched elsewhere.
+    DispatchReply { token: u64, reply: DispatchReply },
+    /// For core 0 (which owns the peer connections): forward a request to
+    /// another node.
+    Forward {
+        node: u32,
+        core: u16,
+        job: Box<DispatchJob>,
+    },
+    /// For core 0: send the reply of a request a peer forwarded to us.
+    PeerReply {
+        node: u32,
+        id: u64,
+        reply: DispatchReply,
+    },
+}
+
+/// Where the reply to a dispatched request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplyTo {
+    /// A waiting request on a core of this node.
+    Core { core: usize, token: u64 },
+    /// A request forwarded by another node (answered through core 0).
+    Peer { node: u32, id: u64 },
+}
+
+/// A request to run elsewhere: its raw head and body, and how the response
+/// must be framed for the client that sent it.
+#[derive(Debug)]
+pub struct DispatchJob {
+    pub reply_to: ReplyTo,
+    pub keep_alive: bool,
+    pub http10: bool,
+    pub raw_head: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// A complete response produced by another shard.
+#[derive(Debug, Clone)]
+pub struct DispatchReply {
+    pub status: u16,
+    pub close: bool,
+    pub response: Vec<u8>,
+}
+
 pub struct Inbox {
-    queue: ArrayQueue<NoteRef>,
+    queue: ArrayQueue<CoreMsg>,
     waker: AtomicWaker,
     shutdown: AtomicBool,
 }
@@ -41,14 +94,14 @@ impl Default for Inbox {
 }
 
 impl Inbox {
-    /// Queues a note for this inbox's core, waiting (asynchronously, on the
-    /// producer's executor) while the queue is full.
-    pub async fn send(&self, mut note: NoteRef) {
+    /// Queues a message for this inbox's core, waiting (asynchronously, on
+    /// the producer's executor) while the queue is full.
+    pub async fn send(&self, mut msg: CoreMsg) {
         loop {
-            match self.queue.push(note) {
+            match self.queue.push(msg) {
                 Ok(()) => break,
                 Err(back) => {
-                    note = back;
+                    msg = back;
                     self.waker.wake();
                     glommio::timer::sleep(Duration::from_micros(200)).await;
                 }
@@ -57,7 +110,7 @@ impl Inbox {
         self.waker.wake();
     }
 
-    pub fn try_recv(&self) -> Option<NoteRef> {
+    pub fn try_recv(&self) -> Option<CoreMsg> {
         self.queue.pop()
     }
 

@@ -26,6 +26,36 @@ pub fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Fails if another process already listens on `addr`.
+///
+/// SO_REUSEPORT lets any process of the same user bind a port that is in
+/// use and silently take a share of its connections: a second server
+/// started by mistake would split traffic with the first. A plain bind
+/// (SO_REUSEADDR only, so TIME_WAIT leftovers don't matter) fails if
+/// anything listens there, which is the check we want.
+pub fn ensure_not_in_use(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let probe = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "address already in use (is another server running?)",
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// Binds `count` sockets to `addr`; returns them and the bound address
 /// (with the real port if `addr` asked for an ephemeral one).
 pub fn bind_all(
@@ -33,6 +63,7 @@ pub fn bind_all(
     count: usize,
     backlog: u32,
 ) -> io::Result<(Vec<Socket>, SocketAddr)> {
+    ensure_not_in_use(addr)?;
     let first = bind_one(addr, backlog)?;
     let bound = first
         .local_addr()?
@@ -43,4 +74,18 @@ pub fn bind_all(
         sockets.push(bind_one(bound, backlog)?);
     }
     Ok((sockets, bound))
+}
+
+/// A UDP socket bound exclusively (no SO_REUSEPORT: membership datagrams
+/// must not be shared with another process).
+pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }

@@ -13,6 +13,7 @@
 //! - [`conn`]: the HTTP connection loop.
 //! - [`conn_table`]: connection deadlines and limits.
 //! - [`inbox`]: cross-core lock-free mailboxes.
+//! - [`dispatch`]: running a request on another core or node.
 //! - [`bufpool`]: per-core buffer pools.
 //! - [`listener`]: SO_REUSEPORT listening sockets.
 //! - [`fault`]: fault injection for tests and demos (`--fault-injection`).
@@ -20,6 +21,7 @@
 pub mod bufpool;
 pub mod conn;
 pub mod conn_table;
+pub mod dispatch;
 pub mod fault;
 pub mod inbox;
 pub mod incarnation;
@@ -95,7 +97,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let data = DataDir::open(&config.data_dir)?;
     let recovered = recovery::recover(&data.path, true)?;
     log_recovery(&recovered.report);
-    let cpus = select_cpus(config.cores)?;
+    let cpus = select_cpus(config.cores, &config.cpus)?;
     raise_nofile_limit();
     let (sockets, bound) = listener::bind_all(config.listen, cpus.len(), config.listen_backlog)
         .map_err(|source| ServerError::Listen {
@@ -129,6 +131,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         recovered: recovered.index,
         next_segment_by_core,
         started: Instant::now(),
+        cluster: crate::cluster::ClusterShared::new(config.peer_listen.is_some(), cores),
         config,
     });
 
@@ -185,6 +188,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     );
     // The one line on stdout: scripts and tests wait for it.
     println!("uringnotes listening on http://{bound}");
+    if let Some(peer) = shared.cluster.bound.get() {
+        println!("uringnotes peer protocol on {peer}");
+    }
     let _ = std::io::stdout().flush();
 
     loop {
@@ -259,8 +265,9 @@ fn spawn_signal_thread(events: mpsc::Sender<Event>) {
     }
 }
 
-/// The CPUs to pin shards to: the first `cores` of those this process may run on.
-fn select_cpus(cores: usize) -> Result<Vec<usize>, ServerError> {
+/// The CPUs to pin shards to: those listed in `cpus`, else the first
+/// `cores` of those this process may run on (all of them for 0).
+fn select_cpus(cores: usize, cpus: &[usize]) -> Result<Vec<usize>, ServerError> {
     let available: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
@@ -268,6 +275,20 @@ fn select_cpus(cores: usize) -> Result<Vec<usize>, ServerError> {
         return Err(ServerError::Cores(
             "cannot list the CPUs this process may run on".into(),
         ));
+    }
+    if !cpus.is_empty() {
+        if let Some(bad) = cpus.iter().find(|c| !available.contains(c)) {
+            return Err(ServerError::Cores(format!(
+                "--cpus names CPU {bad}, which this process may not run on (allowed: {available:?})"
+            )));
+        }
+        if cores != 0 && cores != cpus.len() {
+            return Err(ServerError::Cores(format!(
+                "--cores {cores} disagrees with --cpus, which lists {} CPUs",
+                cpus.len()
+            )));
+        }
+        return Ok(cpus.to_vec());
     }
     if cores == 0 {
         return Ok(available);

@@ -43,6 +43,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -53,10 +54,12 @@ use glommio::net::TcpListener;
 use super::bufpool::BufferPool;
 use super::conn;
 use super::conn_table::{now_ms, ConnTable};
+use super::dispatch;
 use super::fault::{FaultCell, FaultKind, SLOW_RESPONSE_DELAY_MS};
-use super::inbox::Inbox;
+use super::inbox::{CoreMsg, Inbox};
 use super::incarnation::{ExitReason, Incarnation, Report, SocketRegistry};
-use crate::config::Config;
+use crate::cluster::{Cluster, ClusterShared};
+use crate::config::{AckPolicy, Config};
 use crate::metrics::{AllMetrics, CoreMetrics};
 use crate::store::index::{Index, NoteRef};
 use crate::store::lease::SegmentNumbers;
@@ -107,6 +110,7 @@ pub struct Shared {
     pub next_segment_by_core: rustc_hash::FxHashMap<u16, u32>,
     pub recovered_log_bytes: u64,
     pub started: Instant,
+    pub cluster: ClusterShared,
 }
 
 /// What belongs to a core rather than to one executor serving it.
@@ -168,6 +172,17 @@ pub struct Shard {
     request_faults_armed: Cell<bool>,
     slow_until_ms: Cell<u64>,
     panic_next_request: Cell<bool>,
+    /// Writes waiting for peers' acknowledgements (woken by `CoreMsg::Replicated`).
+    replication_waiters: RefCell<Vec<Waker>>,
+    /// The cluster, on core 0 only.
+    cluster: RefCell<Option<Rc<Cluster>>>,
+    /// Requests this core dispatched elsewhere, by token.
+    pub dispatch_pending: RefCell<rustc_hash::FxHashMap<u64, Rc<dispatch::ReplySlot>>>,
+    pub dispatch_next_token: Cell<u64>,
+    /// `node/core`, for the `X-Served-By` header.
+    served_by: &'static str,
+    /// Per-core random state for dispatch decisions (xorshift).
+    rng: Cell<u64>,
 }
 
 /// A one-shot, level-triggered event for tasks of one executor.
@@ -208,6 +223,46 @@ impl Signal {
 }
 
 impl Shard {
+    pub fn shared_arc(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The `X-Served-By` value, if the header is enabled.
+    pub fn served_by(&self) -> Option<&'static str> {
+        self.shared.config.served_by.then_some(self.served_by)
+    }
+
+    /// A pseudo-random number (xorshift64*): dispatch choices only.
+    pub fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn cluster(&self) -> Option<Rc<Cluster>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// Sends a message to a core (this one included) without waiting: if
+    /// its inbox is full, a task waits for room instead.
+    pub fn notify_core(&self, core: usize, msg: CoreMsg) {
+        let shared = Arc::clone(&self.shared);
+        glommio::spawn_local(async move {
+            if let Some(inbox) = shared.inboxes.get(core) {
+                inbox.send(msg).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Makes notes received from a peer durable in this core's log.
+    pub async fn append_replicated(&self, payloads: &[&[u8]]) -> Result<(), WriteError> {
+        self.writer.append_all(payloads).await
+    }
+
     pub fn id(&self) -> usize {
         self.id
     }
@@ -291,8 +346,12 @@ impl Shard {
     /// Creates a note in this core's stream: durable in the log, then
     /// indexed here and sent to every other core.
     pub async fn create_note(&self, text: String) -> Result<NoteRef, WriteError> {
+        // A peer may hold notes of this stream that our log lost (damage);
+        // never reuse their sequence numbers.
+        let lease = &self.incarnation.lease;
+        lease.raise_floor(self.index.borrow().seq_max(self.origin()));
         // Numbers come from the lease: none once the watchdog replaced us.
-        let Some(seq) = self.incarnation.lease.next_seq() else {
+        let Some(seq) = lease.next_seq() else {
             return Err(WriteError::Restarting);
         };
         let created_at_us = SystemTime::now()
@@ -311,23 +370,70 @@ impl Shard {
         let note_ref = NoteRef::from_payload(payload)
             .map_err(|e| WriteError::Io(format!("archived note failed validation: {e}")))?;
         self.publish(note_ref.clone()).await;
+        self.wait_replicated(seq).await;
         Ok(note_ref)
+    }
+
+    /// With `--ack all`, waits until every connected peer holds this core's
+    /// stream up to `seq` (bounded by `ack_timeout_ms`).
+    async fn wait_replicated(&self, seq: u64) {
+        let shared = &self.shared;
+        if !shared.cluster.enabled || shared.config.ack == AckPolicy::Local {
+            return;
+        }
+        let slot = &shared.cluster.replicated[self.id];
+        let replicated = poll_fn(|cx| {
+            if slot.load(Ordering::Acquire) >= seq {
+                Poll::Ready(true)
+            } else {
+                self.replication_waiters
+                    .borrow_mut()
+                    .push(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        let timed_out = async {
+            glommio::timer::sleep(Duration::from_millis(shared.config.ack_timeout_ms)).await;
+            false
+        };
+        if !replicated.or(timed_out).await {
+            self.metrics().add_replication_ack_timeouts(1);
+            tracing::warn!(
+                core = self.id,
+                seq,
+                "a write was answered before every peer acknowledged it (ack timeout)"
+            );
+        }
     }
 
     /// Indexes a durable note here and queues it for every other core.
     pub async fn publish(&self, note_ref: NoteRef) {
-        self.index.borrow_mut().insert(note_ref.clone());
+        self.index_note(note_ref.clone());
         for (core, inbox) in self.shared.inboxes.iter().enumerate() {
             if core != self.id {
-                inbox.send(note_ref.clone()).await;
+                inbox.send(CoreMsg::Note(note_ref.clone())).await;
             }
         }
         if !self.incarnation.lease.still_held() {
             // Replaced while this note was being written: the successor may
             // have rebuilt its index before the note was durable. It reads
             // this core's inbox, so the note reaches it there.
-            self.shared.inboxes[self.id].send(note_ref).await;
+            self.shared.inboxes[self.id]
+                .send(CoreMsg::Note(note_ref))
+                .await;
         }
+    }
+
+    /// Adds a note to this core's index (the one place every note enters a
+    /// core's view, whether written here, on another core, or on a peer).
+    pub fn index_note(&self, note_ref: NoteRef) -> bool {
+        let added = self.index.borrow_mut().insert(note_ref);
+        if added {
+            if let Some(cluster) = self.cluster.borrow().as_ref() {
+                cluster.on_index_grew();
+            }
+        }
+        added
     }
 
     fn begin_stop(&self, stop: Stop) {
@@ -478,6 +584,12 @@ pub async fn run(
         request_faults_armed: Cell::new(false),
         slow_until_ms: Cell::new(0),
         panic_next_request: Cell::new(false),
+        replication_waiters: RefCell::default(),
+        cluster: RefCell::new(None),
+        dispatch_pending: RefCell::default(),
+        dispatch_next_token: Cell::new(1),
+        served_by: Box::leak(format!("{}/{}", shared.node.name, id).into_boxed_str()),
+        rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(shared.node.id)),
         shared,
     });
     if shard.generation() > 0 {
@@ -494,6 +606,20 @@ pub async fn run(
         spawn_machinery(&shard, "inbox", run_inbox(Rc::clone(&shard))),
         spawn_machinery(&shard, "sweeper", run_sweeper(Rc::clone(&shard))),
     ];
+    if id == 0 && shard.shared.config.peer_listen.is_some() {
+        match Cluster::start(Rc::clone(&shard)) {
+            Ok(cluster) => {
+                shard.cluster.replace(Some(cluster));
+            }
+            Err(e) => {
+                // Without its cluster a node would silently diverge: stop.
+                // (This panic unwinds the executor thread; the watchdog
+                // reports it, see `watchdog.rs`.)
+                tracing::error!(error = %e, "cannot start the cluster");
+                panic!("cannot start the cluster: {e}");
+            }
+        }
+    }
 
     let listener = RegisteredListener {
         sockets: shard.sockets(),
@@ -712,7 +838,7 @@ async fn run_inbox(shard: Rc<Shard>) {
         }
     }
     let _unregister = Unregister(inbox, &shard.inbox_waker);
-    let mut batch: Vec<NoteRef> = Vec::with_capacity(INBOX_BATCH_MAX);
+    let mut batch: Vec<CoreMsg> = Vec::with_capacity(INBOX_BATCH_MAX);
     loop {
         if shard.finished.is_set() || shard.incarnation.superseded() {
             return;
@@ -721,7 +847,7 @@ async fn run_inbox(shard: Rc<Shard>) {
         loop {
             while batch.len() < INBOX_BATCH_MAX {
                 match inbox.try_recv() {
-                    Some(note_ref) => batch.push(note_ref),
+                    Some(msg) => batch.push(msg),
                     None => break,
                 }
             }
@@ -729,16 +855,38 @@ async fn run_inbox(shard: Rc<Shard>) {
                 break;
             }
             if !shard.incarnation.lease.still_held() {
-                for note_ref in batch.drain(..) {
-                    inbox.send(note_ref).await;
+                // Everything queued for this core is the successor's.
+                for msg in batch.drain(..) {
+                    inbox.send(msg).await;
                 }
                 return;
             }
-            received += batch.len() as u64;
-            {
-                let mut index = shard.index.borrow_mut();
-                for note_ref in batch.drain(..) {
-                    index.insert(note_ref);
+            for msg in batch.drain(..) {
+                match msg {
+                    CoreMsg::Note(note_ref) => {
+                        shard.index_note(note_ref);
+                        received += 1;
+                    }
+                    CoreMsg::Replicated => {
+                        for w in shard.replication_waiters.borrow_mut().drain(..) {
+                            w.wake();
+                        }
+                    }
+                    CoreMsg::Dispatch(job) => {
+                        glommio::spawn_local(dispatch::execute(Rc::clone(&shard), job)).detach();
+                    }
+                    CoreMsg::DispatchReply { token, reply } => {
+                        dispatch::deliver(&shard, token, reply)
+                    }
+                    CoreMsg::Forward { node, core, job } => match shard.cluster() {
+                        Some(cluster) => cluster.forward(node, core, *job),
+                        None => dispatch::fail(&shard, *job, "this node has no cluster"),
+                    },
+                    CoreMsg::PeerReply { node, id, reply } => {
+                        if let Some(cluster) = shard.cluster() {
+                            cluster.reply_to_peer(node, id, reply);
+                        }
+                    }
                 }
             }
             glommio::yield_if_needed().await;

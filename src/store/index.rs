@@ -79,10 +79,14 @@ impl std::fmt::Debug for NoteRef {
 type OrderKey = (u64, NoteId);
 
 /// One core's view of all notes.
+///
+/// `created_by_id` is ordered by id, which sorts by origin stream and then
+/// sequence: replication reads one stream's notes after a given sequence
+/// number with a range query.
 #[derive(Default, Clone)]
 pub struct Index {
     by_order: BTreeMap<OrderKey, NoteRef>,
-    created_by_id: FxHashMap<NoteId, u64>,
+    created_by_id: BTreeMap<NoteId, u64>,
     /// Highest sequence seen per origin stream.
     seq_max_by_origin: FxHashMap<Origin, u64>,
     text_bytes: u64,
@@ -135,6 +139,33 @@ impl Index {
     /// The highest sequence number seen from an origin stream (0 if none).
     pub fn seq_max(&self, origin: Origin) -> u64 {
         self.seq_max_by_origin.get(&origin).copied().unwrap_or(0)
+    }
+
+    /// The version vector: the highest sequence number held per origin.
+    pub fn vector(&self) -> Vec<(Origin, u64)> {
+        let mut v: Vec<(Origin, u64)> = self
+            .seq_max_by_origin
+            .iter()
+            .map(|(o, s)| (*o, *s))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Notes of one origin stream with a sequence number above `seq`, in
+    /// sequence order.
+    pub fn stream_after(&self, origin: Origin, seq: u64) -> impl Iterator<Item = &NoteRef> + '_ {
+        let from = NoteId {
+            origin,
+            seq: seq.saturating_add(1),
+        };
+        let to = NoteId {
+            origin,
+            seq: u64::MAX,
+        };
+        self.created_by_id
+            .range(from..=to)
+            .filter_map(move |(id, created)| self.by_order.get(&(*created, *id)))
     }
 
     /// Notes newest first, starting after `before` (exclusive) if given.
@@ -199,6 +230,27 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert_eq!(index.text_bytes(), 1);
         assert_eq!(index.seq_max(Origin { node: 7, core: 0 }), 1);
+    }
+
+    #[test]
+    fn streams_and_vectors() {
+        let mut index = Index::new();
+        for (core, seq, created) in [(0, 1, 10), (1, 1, 11), (0, 2, 12), (0, 3, 13), (1, 2, 14)] {
+            index.insert(note_ref(core, seq, created, "x"));
+        }
+        let o0 = Origin { node: 7, core: 0 };
+        let o1 = Origin { node: 7, core: 1 };
+        assert_eq!(index.vector(), vec![(o0, 3), (o1, 2)]);
+        let seqs: Vec<u64> = index
+            .stream_after(o0, 1)
+            .map(|r| r.note().id().seq)
+            .collect();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!(index.stream_after(o1, 2).count(), 0);
+        assert_eq!(
+            index.stream_after(Origin { node: 9, core: 0 }, 0).count(),
+            0
+        );
     }
 
     #[test]

@@ -64,6 +64,10 @@ impl DataDir {
     pub fn open(path: &Path) -> Result<DataDir, StoreError> {
         fs::create_dir_all(segment::log_dir(path))
             .map_err(|e| StoreError::io("creating", path, e))?;
+        // Always work with an absolute path: glommio opens directories
+        // relative to no directory fd (a relative path fails with EBADF),
+        // and log lines should name files unambiguously.
+        let path = &fs::canonicalize(path).map_err(|e| StoreError::io("resolving", path, e))?;
         let lock_path = path.join("LOCK");
         let lock = fs::OpenOptions::new()
             .create(true)

@@ -96,27 +96,53 @@ pub struct ParseNoteIdError;
 impl FromStr for NoteId {
     type Err = ParseNoteIdError;
 
+    /// Parses `NODE-CORE-SEQ` strictly: 8 hex digits, then 1-5 and 1-20
+    /// decimal digits, no signs, no spaces. Byte-wise: this runs on every
+    /// `GET /notes/{id}`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut parts = s.split('-');
-        let (Some(node), Some(core), Some(seq), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let b = s.as_bytes();
+        if b.len() < 12 || b[8] != b'-' {
             return Err(ParseNoteIdError);
+        }
+        let mut node: u32 = 0;
+        for &c in &b[..8] {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return Err(ParseNoteIdError),
+            };
+            node = node << 4 | u32::from(d);
+        }
+        let rest = &b[9..];
+        let dash = rest
+            .iter()
+            .position(|&c| c == b'-')
+            .ok_or(ParseNoteIdError)?;
+        let decimal = |digits: &[u8], max: u64| -> Result<u64, ParseNoteIdError> {
+            if digits.is_empty() || digits.len() > 20 {
+                return Err(ParseNoteIdError);
+            }
+            let mut v: u64 = 0;
+            for &c in digits {
+                if !c.is_ascii_digit() {
+                    return Err(ParseNoteIdError);
+                }
+                v = v
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                    .ok_or(ParseNoteIdError)?;
+            }
+            if v > max {
+                return Err(ParseNoteIdError);
+            }
+            Ok(v)
         };
-        if node.len() != 8 || !node.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ParseNoteIdError);
-        }
-        let digits =
-            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits(core) || !digits(seq) {
-            return Err(ParseNoteIdError);
-        }
+        let core = decimal(&rest[..dash], u64::from(u16::MAX))? as u16;
+        let seq = decimal(&rest[dash + 1..], u64::MAX)?;
         Ok(NoteId {
-            origin: Origin {
-                node: u32::from_str_radix(node, 16).map_err(|_| ParseNoteIdError)?,
-                core: core.parse().map_err(|_| ParseNoteIdError)?,
-            },
-            seq: seq.parse().map_err(|_| ParseNoteIdError)?,
+            origin: Origin { node, core },
+            seq,
         })
     }
 }

@@ -112,6 +112,7 @@ impl Drop for InFlight {
 struct Batch {
     bytes: Vec<u8>,
     completions: Vec<Rc<Completion>>,
+    records: u64,
 }
 
 struct OpenSegment {
@@ -177,6 +178,15 @@ impl LogWriter {
 
     /// Appends one record and waits until it is durable (or failed).
     pub async fn append(&self, payload: &[u8]) -> Result<(), WriteError> {
+        self.append_all(std::slice::from_ref(&payload)).await
+    }
+
+    /// Appends several records to the same batch (one fsync covers them
+    /// all) and waits until they are durable (or failed, all together).
+    pub async fn append_all<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<(), WriteError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
         poll_fn(|cx| {
             if self.stopped.get() {
                 return Poll::Ready(Err(WriteError::ShuttingDown));
@@ -191,8 +201,11 @@ impl LogWriter {
         let completion = Rc::new(Completion::default());
         {
             let mut batch = self.open.borrow_mut();
-            record::encode_into(&mut batch.bytes, payload);
+            for payload in payloads {
+                record::encode_into(&mut batch.bytes, payload.as_ref());
+            }
             batch.completions.push(Rc::clone(&completion));
+            batch.records += payloads.len() as u64;
         }
         if let Some(w) = self.flusher.take() {
             w.wake();
@@ -277,7 +290,7 @@ impl LogWriter {
             }
             let in_flight = InFlight(batch.completions);
             self.flushing.set(true);
-            let records = in_flight.0.len() as u64;
+            let records = batch.records;
             let outcome = if self.lease.is_fenced() {
                 // Replaced by the watchdog: the successor owns this core's
                 // stream now. Not one more byte from us.
@@ -379,10 +392,11 @@ impl LogWriter {
     /// Opens the next segment, writing and syncing its header and directory entry.
     async fn roll(&self) -> Result<(), WriteError> {
         let dir = segment::log_dir(&self.data_dir);
-        // A number is used once, even if creating its file fails. A name
-        // that exists already (left by a failed attempt) is skipped.
+        // A number is used once, even if creating its file fails (numbers
+        // come from the core's allocator, shared by all its writers). A name
+        // that exists already is skipped.
         let mut attempts = 0;
-        let (number, file) = loop {
+        let (number, path, file) = loop {
             let number = self.segment_numbers.allocate();
             let path = dir.join(segment::file_name(self.core, number));
             match OpenOptions::new()
@@ -391,7 +405,7 @@ impl LogWriter {
                 .buffered_open(&path)
                 .await
             {
-                Ok(file) => break (number, file),
+                Ok(file) => break (number, path, file),
                 Err(e) => {
                     let io: std::io::Error = e.into();
                     attempts += 1;
@@ -403,6 +417,20 @@ impl LogWriter {
                 }
             }
         };
+        let result = self.finish_new_segment(file, &dir, number).await;
+        if result.is_err() {
+            // Don't leave a segment without a synced header behind.
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
+    async fn finish_new_segment(
+        &self,
+        file: BufferedFile,
+        dir: &std::path::Path,
+        number: u32,
+    ) -> Result<(), WriteError> {
         let header = segment::header().to_vec();
         let header_len = header.len() as u64;
         let written = file
@@ -415,7 +443,7 @@ impl LogWriter {
         file.fdatasync()
             .await
             .map_err(|e| WriteError::from_glommio("syncing segment header", e))?;
-        let directory = Directory::open(&dir)
+        let directory = Directory::open(dir)
             .await
             .map_err(|e| WriteError::from_glommio("opening log directory", e))?;
         directory

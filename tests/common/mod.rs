@@ -17,6 +17,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub stderr_log: PathBuf,
+    /// The peer protocol address, for cluster nodes.
+    pub peer_addr: Option<SocketAddr>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -40,10 +42,11 @@ impl Server {
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         let stderr_file = std::fs::File::create(&stderr_log).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg("serve");
+        if !extra.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env(
@@ -59,19 +62,33 @@ impl Server {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
                 if let Some(rest) = line.strip_prefix("uringnotes listening on http://") {
-                    let _ = tx.send(rest.trim().to_string());
+                    let _ = tx.send((false, rest.trim().to_string()));
+                } else if let Some(rest) = line.strip_prefix("uringnotes peer protocol on ") {
+                    let _ = tx.send((true, rest.trim().to_string()));
                 }
             }
         });
+        let wants_peer = extra.contains(&"--peer-listen");
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => Ok(Server {
-                child: Some(child),
-                addr: addr.parse().unwrap(),
-                data_dir: data_dir.to_owned(),
-                stderr_log,
-                _tmp: None,
-            }),
-            Err(_) => {
+            Ok((false, addr)) => {
+                let peer_addr = if wants_peer {
+                    match rx.recv_timeout(Duration::from_secs(5)) {
+                        Ok((true, p)) => Some(p.parse().unwrap()),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                Ok(Server {
+                    child: Some(child),
+                    addr: addr.parse().unwrap(),
+                    data_dir: data_dir.to_owned(),
+                    stderr_log,
+                    peer_addr,
+                    _tmp: None,
+                })
+            }
+            _ => {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 Err(format!(
@@ -381,4 +398,18 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Response> {
     let mut c = Client::connect(addr);
     c.send(bytes);
     c.read_response()
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,0 +1,91 @@
+//! Writes seed corpora for the fuzz targets into `fuzz/seeds/<target>/`,
+//! using the crate's own encoders, and the request shapes the integration
+//! tests exercise (`tests/http_api.rs`, `tests/http_hostile.rs`).
+
+use std::path::Path;
+
+use uringnotes::cluster::{frame, wire};
+use uringnotes::store::note::{self, Note, NoteId, Origin};
+use uringnotes::store::{record, segment};
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+fn sample_note(seq: u64, text: &str) -> Vec<u8> {
+    note::archive(&Note {
+        id: NoteId { origin: Origin { node: 0x1234_5678, core: 1 }, seq },
+        created_at_us: 1_795_602_063_021_880 + seq,
+        text: text.into(),
+    })
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+
+    let http = root.join("http_request");
+    let requests: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /notes?limit=2&before=12345678-1-2 HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\n\r\n",
+        b"POST /notes HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10\r\n\r\ntext=hello",
+        b"POST /notes HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+        b"POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET http://example.com/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+    ];
+    for (i, r) in requests.iter().enumerate() {
+        write(&http, &format!("req{i}"), r);
+    }
+
+    let peer = root.join("peer_frame");
+    let ident = wire::NodeIdentity {
+        node: 7,
+        name: "a".into(),
+        peer_addr: "127.0.0.1:9081".parse().unwrap(),
+        cores: 2,
+    };
+    let hello = wire::Hello { version_min: 1, version_max: 1, from: ident.clone(), nonce: [1; 32] };
+    write(&peer, "hello", &frame::encode(frame::FrameKind::Hello, &hello.encode()));
+    let challenge = wire::Challenge { version: 1, from: ident, nonce: [2; 32], proof: [3; 32] };
+    write(&peer, "challenge", &frame::encode(frame::FrameKind::Challenge, &challenge.encode()));
+    let vector = wire::Vector { entries: vec![(Origin { node: 7, core: 0 }, 42)], loads: vec![1, 2] };
+    write(&peer, "vector", &frame::encode(frame::FrameKind::Vector, &vector.encode()));
+    let notes = [sample_note(1, "one"), sample_note(2, "two <b>")];
+    let payloads: Vec<&[u8]> = notes.iter().map(|n| n.as_slice()).collect();
+    write(&peer, "notes", &frame::encode(frame::FrameKind::Notes, &wire::encode_notes(payloads.into_iter())));
+    let dispatch = wire::DispatchRequest {
+        id: 1,
+        core: 0,
+        keep_alive: true,
+        http10: false,
+        raw_head: requests[0].to_vec(),
+        body: Vec::new(),
+    };
+    write(&peer, "dispatch", &frame::encode(frame::FrameKind::DispatchRequest, &dispatch.encode()));
+
+    let log = root.join("log_recovery");
+    let mut records = Vec::new();
+    for (i, text) in ["first", "second note", "third: <script>"].iter().enumerate() {
+        record::encode_into(&mut records, &sample_note(i as u64 + 1, text));
+    }
+    write(&log, "three_records", &records);
+    write(&log, "torn", &records[..records.len() - 3]);
+    let mut flipped = records.clone();
+    flipped[20] ^= 0x40;
+    write(&log, "flipped", &flipped);
+    let _ = segment::SEGMENT_HEADER_BYTES;
+
+    let input = root.join("note_input");
+    for (name, bytes) in [
+        ("form", &b"text=hello+world%21&x=1"[..]),
+        ("json", br#"{"text":"hi \"there\" \u00e9"}"#),
+        ("plain", "plain text é <script>".as_bytes()),
+        ("id", b"3fa2c1d0-1-42"),
+        ("bad_utf8", b"text=%FF%FE"),
+    ] {
+        write(&input, name, bytes);
+    }
+    println!("seeds written to {}", root.display());
+}

@@ -1,0 +1,268 @@
+//! Membership and failure detection: SWIM (the `foca` crate) over UDP.
+//!
+//! foca is sans-IO: it is fed datagrams and timer events and hands back
+//! datagrams to send, timers to arm and notifications. This module is its
+//! runtime on core 0: one UDP socket on the peer address, glommio timers,
+//! and an HMAC tag (`auth.rs`) on every datagram, so only holders of the
+//! cookie can take part in membership.
+//!
+//! Timings are set for a LAN: a member that stops answering is suspected
+//! after one probe period plus round trip, and declared down after the
+//! suspicion timeout, well within 3 s. Members declared down are
+//! re-announced to often, so a healed partition rejoins within seconds.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::os::fd::FromRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use foca::{
+    AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, State, Timer,
+};
+use glommio::net::UdpSocket;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Cookie, DATAGRAM_TAG_BYTES};
+
+/// Largest membership datagram (foca packs updates up to this size).
+pub const DATAGRAM_BYTES_MAX: usize = 1400;
+/// SWIM probe period.
+pub const PROBE_PERIOD_MS: u64 = 500;
+/// Time a probe waits for a direct answer before asking others.
+pub const PROBE_RTT_MS: u64 = 200;
+/// Time a suspect has to refute suspicion before it is declared down.
+pub const SUSPECT_TO_DOWN_MS: u64 = 1_200;
+
+/// A member's identity in SWIM. `node` is the stable address; a restarted
+/// node comes back with a higher `incarnation` and wins over its old self.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberId {
+    pub node: u32,
+    pub name: String,
+    pub peer_addr: SocketAddr,
+    pub cores: u16,
+    pub incarnation: u64,
+}
+
+impl foca::Identity for MemberId {
+    type Addr = u32;
+
+    fn renew(&self) -> Option<Self> {
+        Some(MemberId {
+            incarnation: self.incarnation + 1,
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> u32 {
+        self.node
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.incarnation > adversary.incarnation
+    }
+}
+
+/// What membership reports to the cluster.
+#[derive(Debug, Clone)]
+pub enum MemberEvent {
+    Up(MemberId),
+    Down(MemberId),
+}
+
+type Swim = Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>;
+
+pub struct Membership {
+    swim: RefCell<Swim>,
+    socket: Rc<UdpSocket>,
+    cookie: Cookie,
+    events: RefCell<Vec<MemberEvent>>,
+    /// Called (by the owner) to learn that `events` has news.
+    wake: Cell<Option<std::task::Waker>>,
+    /// Returns true if traffic to or from this address must be dropped
+    /// (the partition test hook).
+    blocked: Box<dyn Fn(SocketAddr) -> bool>,
+}
+
+fn config() -> foca::Config {
+    let mut c =
+        foca::Config::new_lan(std::num::NonZeroU32::new(8).unwrap_or(std::num::NonZeroU32::MIN));
+    c.probe_period = Duration::from_millis(PROBE_PERIOD_MS);
+    c.probe_rtt = Duration::from_millis(PROBE_RTT_MS);
+    c.suspect_to_down_after = Duration::from_millis(SUSPECT_TO_DOWN_MS);
+    c.max_packet_size =
+        NonZeroUsize::new(DATAGRAM_BYTES_MAX - DATAGRAM_TAG_BYTES).unwrap_or(NonZeroUsize::MIN);
+    c.max_transmissions = NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN);
+    c.periodic_announce = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(5),
+        num_members: NonZeroUsize::MIN,
+    });
+    c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(2),
+        num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+    });
+    c.remove_down_after = Some(Duration::from_secs(24 * 3600));
+    c
+}
+
+impl Membership {
+    pub fn start(
+        me: MemberId,
+        bind: SocketAddr,
+        cookie: Cookie,
+        blocked: Box<dyn Fn(SocketAddr) -> bool>,
+    ) -> std::io::Result<Rc<Membership>> {
+        let socket = crate::server::listener::bind_udp(bind)?;
+        // SAFETY: a bound UDP socket we just created and hand over.
+        let socket = unsafe { UdpSocket::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(socket)) };
+        let mut seed = [0u8; 32];
+        let _ = getrandom::fill(&mut seed);
+        let swim = Foca::new(me, config(), SmallRng::from_seed(seed), PostcardCodec);
+        let m = Rc::new(Membership {
+            swim: RefCell::new(swim),
+            socket: Rc::new(socket),
+            cookie,
+            events: RefCell::default(),
+            wake: Cell::new(None),
+            blocked,
+        });
+        glommio::spawn_local(Rc::clone(&m).receive_loop()).detach();
+        // Start the probe cycle: foca arms its own timers from here on.
+        let mut rt = AccumulatingRuntime::default();
+        if let Err(e) = m.swim.borrow_mut().gossip(&mut rt) {
+            tracing::debug!(error = %e, "initial gossip");
+        }
+        m.drive(rt);
+        Ok(m)
+    }
+
+    /// Introduces a member we learned about (from a handshake).
+    pub fn announce(self: &Rc<Self>, to: MemberId) {
+        let mut rt = AccumulatingRuntime::default();
+        let result = self.swim.borrow_mut().announce(to, &mut rt);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "announce failed");
+        }
+        self.drive(rt);
+    }
+
+    /// Takes the events reported since the last call.
+    pub fn take_events(&self) -> Vec<MemberEvent> {
+        std::mem::take(&mut *self.events.borrow_mut())
+    }
+
+    pub fn set_waker(&self, w: std::task::Waker) {
+        self.wake.set(Some(w));
+    }
+
+    /// The SWIM state of a member ("up", "suspect" or "down"), if known.
+    pub fn state_of(&self, node: u32) -> Option<&'static str> {
+        let swim = self.swim.borrow();
+        let m = swim.iter_membership_state().find(|m| m.id().node == node)?;
+        Some(match m.state() {
+            State::Alive => "up",
+            State::Suspect => "suspect",
+            State::Down => "down",
+        })
+    }
+
+    async fn receive_loop(self: Rc<Self>) {
+        let mut buf = vec![0u8; DATAGRAM_BYTES_MAX + 64];
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "membership socket receive failed");
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if n <= DATAGRAM_TAG_BYTES || (self.blocked)(from) {
+                continue;
+            }
+            let (tag, data) = buf[..n].split_at(DATAGRAM_TAG_BYTES);
+            if !self.cookie.verify_datagram(data, tag) {
+                tracing::warn!(%from, "dropped a membership datagram with a bad tag (wrong cookie?)");
+                continue;
+            }
+            let mut rt = AccumulatingRuntime::default();
+            let result = self.swim.borrow_mut().handle_data(data, &mut rt);
+            if let Err(e) = result {
+                tracing::debug!(%from, error = %e, "membership datagram refused");
+            }
+            self.drive(rt);
+        }
+    }
+
+    /// Carries out what foca asked for.
+    fn drive(self: &Rc<Self>, mut rt: AccumulatingRuntime<MemberId>) {
+        while let Some((to, data)) = rt.to_send() {
+            if (self.blocked)(to.peer_addr) {
+                continue;
+            }
+            let mut datagram = Vec::with_capacity(DATAGRAM_TAG_BYTES + data.len());
+            datagram.extend_from_slice(&self.cookie.datagram_tag(&data));
+            datagram.extend_from_slice(&data);
+            let socket = Rc::clone(&self.socket);
+            glommio::spawn_local(async move {
+                if let Err(e) = socket.send_to(&datagram, to.peer_addr).await {
+                    tracing::debug!(to = %to.peer_addr, error = %e, "membership send failed");
+                }
+            })
+            .detach();
+        }
+        while let Some((after, timer)) = rt.to_schedule() {
+            let me = Rc::clone(self);
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(after).await;
+                me.fire(timer);
+            })
+            .detach();
+        }
+        let mut news = false;
+        while let Some(n) = rt.to_notify() {
+            match n {
+                OwnedNotification::MemberUp(id) => {
+                    self.events.borrow_mut().push(MemberEvent::Up(id));
+                    news = true;
+                }
+                OwnedNotification::MemberDown(id) => {
+                    self.events.borrow_mut().push(MemberEvent::Down(id));
+                    news = true;
+                }
+                OwnedNotification::Rename(_, id) => {
+                    self.events.borrow_mut().push(MemberEvent::Up(id));
+                    news = true;
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!("this node was declared down by the cluster")
+                }
+                OwnedNotification::Rejoin(id) => {
+                    tracing::info!(
+                        incarnation = id.incarnation,
+                        "rejoined the cluster after being declared down"
+                    )
+                }
+                _ => {}
+            }
+        }
+        if news {
+            if let Some(w) = self.wake.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn fire(self: &Rc<Self>, timer: Timer<MemberId>) {
+        let mut rt = AccumulatingRuntime::default();
+        let result = self.swim.borrow_mut().handle_timer(timer, &mut rt);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "membership timer");
+        }
+        self.drive(rt);
+    }
+}

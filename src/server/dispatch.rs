@@ -1,0 +1,301 @@
+//! Dispatch: which shard of the cluster executes a request.
+//!
+//! The original system sent every request to a random worker of a process
+//! group spanning nodes. Here the policy is configurable (`--dispatch`):
+//! - `local`: the core that accepted the connection serves it;
+//! - `random`: a uniformly random shard of any connected node (the original);
+//! - `p2c` (default): local while this shard's in-flight requests are at or
+//!   below `dispatch_overload_inflight`; beyond, the less loaded of two
+//!   random shards (power of two choices), by in-flight counts that local
+//!   cores publish as atomics and peers report in their heartbeats.
+//!
+//! A request sent elsewhere travels as its raw head and body
+//! ([`DispatchJob`]) through the target core's inbox, or through core 0 and
+//! the peer protocol to another node; the complete response comes back the
+//! same way and is written to the client unchanged. Only the notes routes
+//! are dispatched; operator endpoints always answer for the node asked.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::FutureExt as _;
+
+use super::inbox::{CoreMsg, DispatchJob, DispatchReply, ReplyTo};
+use super::shard::Shard;
+use crate::config::DispatchPolicy;
+use crate::http::request::{self, HeadLimits, HeadStatus, Method};
+use crate::http::response::{self, ResponseMode};
+use crate::metrics::Route;
+use crate::routes::{self, Reply, Request};
+
+/// Longest wait for a dispatched request's answer (then 504).
+pub const DISPATCH_TIMEOUT_MS: u64 = 10_000;
+
+/// Where a request will run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Here,
+    Core(usize),
+    Node { node: u32, core: u16 },
+}
+
+/// Where a dispatched request's answer lands.
+#[derive(Default)]
+pub struct ReplySlot {
+    reply: RefCell<Option<DispatchReply>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+fn dispatchable(req: &Request<'_>) -> bool {
+    let path = req.path();
+    match req.head.method {
+        Method::Get | Method::Head => {
+            path == b"/"
+                || path == b"/notes"
+                || path.starts_with(b"/notes/")
+                || path == b"/add_note"
+        }
+        Method::Post => path == b"/notes",
+        _ => false,
+    }
+}
+
+fn route_of(req: &Request<'_>) -> Route {
+    match (req.head.method, req.path()) {
+        (_, b"/") => Route::Page,
+        (_, b"/add_note") => Route::AddNote,
+        (Method::Post, _) => Route::NotesCreate,
+        (_, b"/notes") => Route::NotesList,
+        _ => Route::NoteGet,
+    }
+}
+
+/// Answers a request here or wherever the policy sends it.
+pub async fn handle(
+    shard: &Shard,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
+    let policy = shard.config().dispatch;
+    if policy == DispatchPolicy::Local || !dispatchable(req) {
+        return routes::handle(shard, req, out, mode).await;
+    }
+    match choose(shard, policy) {
+        Target::Here => routes::handle(shard, req, out, mode).await,
+        target => remote(shard, req, out, mode, target).await,
+    }
+}
+
+/// All shards that can take work: this node's cores, then connected peers' cores.
+fn candidates(shard: &Shard) -> Vec<(Target, u64)> {
+    let shared = shard.shared();
+    let mut out: Vec<(Target, u64)> = shared
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(core, m)| {
+            let t = if core == shard.id() {
+                Target::Here
+            } else {
+                Target::Core(core)
+            };
+            (t, m.inflight())
+        })
+        .collect();
+    if shared.cluster.enabled {
+        let view = shared.cluster.view.load();
+        for m in view
+            .members
+            .iter()
+            .filter(|m| m.connected && m.state != "down")
+        {
+            for core in 0..m.cores {
+                let load = m.loads.get(core as usize).copied().unwrap_or(0) as u64;
+                out.push((Target::Node { node: m.node, core }, load));
+            }
+        }
+    }
+    out
+}
+
+fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
+    if policy == DispatchPolicy::P2c
+        && shard.metrics().inflight() <= shard.config().dispatch_overload_inflight
+    {
+        return Target::Here;
+    }
+    let c = candidates(shard);
+    if c.len() <= 1 {
+        return Target::Here;
+    }
+    let a = (shard.random() % c.len() as u64) as usize;
+    if policy == DispatchPolicy::Random {
+        return c[a].0;
+    }
+    let mut b = (shard.random() % (c.len() as u64 - 1)) as usize;
+    if b >= a {
+        b += 1;
+    }
+    if c[b].1 < c[a].1 {
+        c[b].0
+    } else {
+        c[a].0
+    }
+}
+
+async fn remote(
+    shard: &Shard,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+    target: Target,
+) -> Reply {
+    let token = shard.dispatch_next_token.get();
+    shard.dispatch_next_token.set(token + 1);
+    let slot = Rc::new(ReplySlot::default());
+    shard
+        .dispatch_pending
+        .borrow_mut()
+        .insert(token, Rc::clone(&slot));
+    let job = Box::new(DispatchJob {
+        reply_to: ReplyTo::Core {
+            core: shard.id(),
+            token,
+        },
+        keep_alive: mode.keep_alive,
+        http10: mode.http10,
+        raw_head: req.raw_head.to_vec(),
+        body: req.body.to_vec(),
+    });
+    match target {
+        Target::Here => unreachable!("remote() with a local target"),
+        Target::Core(core) => shard.notify_core(core, CoreMsg::Dispatch(job)),
+        Target::Node { node, core } => match shard.cluster() {
+            Some(cluster) => cluster.forward(node, core, *job),
+            None => shard.notify_core(0, CoreMsg::Forward { node, core, job }),
+        },
+    }
+    shard.metrics().add_dispatched_out(1);
+    let answered = poll_fn(|cx| match slot.reply.borrow_mut().take() {
+        Some(r) => Poll::Ready(Some(r)),
+        None => {
+            *slot.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .or(async {
+        glommio::timer::sleep(Duration::from_millis(DISPATCH_TIMEOUT_MS)).await;
+        None
+    })
+    .await;
+    shard.dispatch_pending.borrow_mut().remove(&token);
+    let route = route_of(req);
+    match answered {
+        Some(reply) => {
+            out.extend_from_slice(&reply.response);
+            Reply {
+                route,
+                status: reply.status,
+                close: reply.close,
+            }
+        }
+        None => {
+            response::write_text(
+                out,
+                ResponseMode {
+                    keep_alive: false,
+                    ..mode
+                },
+                504,
+                &[],
+                "the shard serving this request did not answer in time",
+            );
+            Reply {
+                route,
+                status: 504,
+                close: true,
+            }
+        }
+    }
+}
+
+/// Delivers a reply to the request waiting for it on this core.
+pub fn deliver(shard: &Shard, token: u64, reply: DispatchReply) {
+    if let Some(slot) = shard.dispatch_pending.borrow().get(&token) {
+        *slot.reply.borrow_mut() = Some(reply);
+        if let Some(w) = slot.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// Answers a job that cannot be executed.
+pub fn fail(shard: &Shard, job: DispatchJob, why: &str) {
+    send_reply(shard, job.reply_to, crate::cluster::unavailable_reply(why));
+}
+
+fn send_reply(shard: &Shard, to: ReplyTo, reply: DispatchReply) {
+    match to {
+        ReplyTo::Core { core, token } => {
+            if core == shard.id() {
+                deliver(shard, token, reply);
+            } else {
+                shard.notify_core(core, CoreMsg::DispatchReply { token, reply });
+            }
+        }
+        ReplyTo::Peer { node, id } => match shard.cluster() {
+            Some(cluster) => cluster.reply_to_peer(node, id, reply),
+            None => shard.notify_core(0, CoreMsg::PeerReply { node, id, reply }),
+        },
+    }
+}
+
+/// Executes a request dispatched to this core and sends the reply back.
+pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
+    let config = shard.config();
+    let limits = HeadLimits {
+        header_bytes_max: config.header_bytes_max,
+        uri_bytes_max: config.uri_bytes_max,
+        body_bytes_max: config.body_bytes_max,
+    };
+    let head = match request::parse_head(&job.raw_head, &limits) {
+        Ok(HeadStatus::Complete(h)) => h,
+        _ => {
+            let reply_to = job.reply_to;
+            send_reply(
+                &shard,
+                reply_to,
+                crate::cluster::unavailable_reply("dispatched request could not be parsed"),
+            );
+            return;
+        }
+    };
+    let req = Request {
+        head: &head,
+        raw_head: &job.raw_head,
+        body: &job.body,
+    };
+    let mode = ResponseMode {
+        keep_alive: job.keep_alive,
+        http10: job.http10,
+        head_only: head.method == Method::Head,
+        served_by: shard.served_by(),
+    };
+    shard.metrics().inflight_add();
+    let mut out = Vec::new();
+    let reply = routes::handle(&shard, &req, &mut out, mode).await;
+    shard.metrics().inflight_done();
+    send_reply(
+        &shard,
+        job.reply_to,
+        DispatchReply {
+            status: reply.status,
+            close: reply.close,
+            response: out,
+        },
+    );
+}

@@ -1,0 +1,467 @@
+//! Multi-node tests: real processes on 127.0.0.x, talking the peer protocol.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_until, Client, Server};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+struct Net {
+    dir: tempfile::TempDir,
+    cookie: PathBuf,
+}
+
+impl Net {
+    fn new() -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let cookie = dir.path().join("cookie");
+        std::fs::write(&cookie, "test-cluster-cookie-0123456789abcdef\n").unwrap();
+        Net { dir, cookie }
+    }
+
+    fn data(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts node `name` on 127.0.0.`ip` (HTTP and peer ports ephemeral).
+    fn start(&self, name: &str, ip: u8, join: &[&Server], extra: &[&str]) -> Server {
+        self.start_with_cookie(name, ip, join, extra, &self.cookie)
+    }
+
+    fn start_with_cookie(
+        &self,
+        name: &str,
+        ip: u8,
+        join: &[&Server],
+        extra: &[&str],
+        cookie: &Path,
+    ) -> Server {
+        let listen = format!("127.0.0.{ip}:0");
+        let peer = format!("127.0.0.{ip}:0");
+        let cookie = cookie.to_str().unwrap().to_string();
+        let joins: Vec<String> = join
+            .iter()
+            .map(|s| s.peer_addr.unwrap().to_string())
+            .collect();
+        let mut args: Vec<&str> = vec![
+            "--listen",
+            &listen,
+            "--node-name",
+            name,
+            "--cores",
+            "2",
+            "--peer-listen",
+            &peer,
+            "--cookie-file",
+            &cookie,
+            "--fault-injection",
+        ];
+        for j in &joins {
+            args.push("--join");
+            args.push(j);
+        }
+        args.extend_from_slice(extra);
+        let s = Server::start_in(&self.data(name), &args);
+        assert!(s.peer_addr.is_some(), "node {name} printed no peer address");
+        s
+    }
+}
+
+fn status(s: &Server) -> serde_json::Value {
+    s.get("/_status").json()
+}
+
+fn connected_peers(s: &Server) -> usize {
+    status(s)["cluster"]["members"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["connected"] == true).count())
+}
+
+fn note_ids(s: &Server) -> BTreeSet<String> {
+    s.all_notes()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn texts(s: &Server) -> Vec<String> {
+    let mut t: Vec<String> = s
+        .all_notes()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().to_string())
+        .collect();
+    t.sort();
+    t
+}
+
+fn wait_mesh(nodes: &[&Server]) {
+    let want = nodes.len() - 1;
+    for n in nodes {
+        assert!(
+            wait_until(CONVERGE, || connected_peers(n) == want),
+            "mesh did not form: {}",
+            status(n)
+        );
+    }
+}
+
+fn wait_converged(nodes: &[&Server]) -> BTreeSet<String> {
+    let mut last = BTreeSet::new();
+    let ok = wait_until(CONVERGE, || {
+        let sets: Vec<BTreeSet<String>> = nodes.iter().map(|n| note_ids(n)).collect();
+        last = sets[0].clone();
+        sets.iter().all(|s| *s == sets[0])
+    });
+    assert!(ok, "nodes did not converge");
+    last
+}
+
+#[test]
+fn three_nodes_show_the_same_notes_and_ack_all_reads_your_writes() {
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &[]);
+    let b = net.start("b", 3, &[&a], &[]);
+    // c joins through b only: joining any member connects it to all.
+    let c = net.start("c", 4, &[&b], &[]);
+    wait_mesh(&[&a, &b, &c]);
+    let nodes = [&a, &b, &c];
+    for round in 0..5 {
+        for (i, writer) in nodes.iter().enumerate() {
+            let text = format!("round {round} via node {i}");
+            let r = writer.post_note(&text);
+            assert_eq!(r.status, 201);
+            let id = r.json()["id"].as_str().unwrap().to_string();
+            // --ack all (the default): every other node has it on the next request.
+            for reader in nodes.iter() {
+                let got = reader.get(&format!("/notes/{id}"));
+                assert_eq!(
+                    got.status, 200,
+                    "note {id} written via {i} missing on a peer"
+                );
+                assert_eq!(got.json()["text"], text);
+            }
+        }
+    }
+    let ids = wait_converged(&nodes);
+    assert_eq!(ids.len(), 15);
+    assert_eq!(texts(&a), texts(&c));
+    let st = status(&a);
+    let members = st["cluster"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    for m in members {
+        assert_eq!(m["state"], "up", "{st}");
+    }
+}
+
+#[test]
+fn a_killed_node_converges_after_restart_and_a_late_joiner_gets_everything() {
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &[]);
+    let b = net.start("b", 3, &[&a], &[]);
+    let mut c = net.start("c", 4, &[&a], &[]);
+    wait_mesh(&[&a, &b, &c]);
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [a.addr, b.addr]
+        .into_iter()
+        .enumerate()
+        .map(|(w, addr)| {
+            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let text = format!("w{w}-{i}");
+                    let r = client.request(
+                        "POST",
+                        "/notes",
+                        &[("Content-Type", "text/plain")],
+                        text.as_bytes(),
+                    );
+                    if r.status == 201 {
+                        acked.lock().unwrap().push(text);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    c.kill9();
+    // b's view of c goes down within 3 s.
+    let started = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            status(&b)["cluster"]["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "c" && m["state"] == "down")
+        }),
+        "c never marked down: {}",
+        status(&b)
+    );
+    let detect = started.elapsed();
+    assert!(detect < Duration::from_secs(5), "down after {detect:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let c = net.start("c", 4, &[&a], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let ids = wait_converged(&[&a, &b, &c]);
+    let acked = acked.lock().unwrap().clone();
+    let t = texts(&c);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for x in &t {
+        *counts.entry(x.as_str()).or_default() += 1;
+    }
+    for text in &acked {
+        assert_eq!(
+            counts.get(text.as_str()),
+            Some(&1),
+            "{text} not exactly once on the restarted node"
+        );
+    }
+    assert_eq!(ids.len(), t.len(), "no duplicate ids");
+
+    // A fourth node joining late receives the whole history.
+    let d = net.start("d", 5, &[&b], &[]);
+    let all = wait_converged(&[&a, &d]);
+    assert_eq!(all, ids);
+}
+
+#[test]
+fn a_split_heals_by_itself_and_nothing_is_lost_or_doubled() {
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &["--ack", "local"]);
+    let b = net.start("b", 3, &[&a], &["--ack", "local"]);
+    let c = net.start("c", 4, &[&a], &["--ack", "local"]);
+    wait_mesh(&[&a, &b, &c]);
+    // Split {a, b} | {c}.
+    for (node, block) in [(&a, "c"), (&b, "c"), (&c, "a,b")] {
+        let r = node.request(
+            "POST",
+            &format!("/_admin/partition?block={block}"),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+    }
+    assert!(
+        wait_until(CONVERGE, || connected_peers(&c) == 0),
+        "c still connected"
+    );
+    assert!(wait_until(CONVERGE, || connected_peers(&a) == 1));
+    let mut written = Vec::new();
+    for i in 0..20 {
+        for (name, node) in [("a", &a), ("b", &b), ("c", &c)] {
+            let text = format!("split {name} {i}");
+            assert_eq!(node.post_note(&text).status, 201);
+            written.push(text);
+        }
+    }
+    // During the split the sides differ.
+    assert_ne!(note_ids(&a), note_ids(&c));
+    // Heal.
+    for node in [&a, &b, &c] {
+        assert_eq!(
+            node.request("POST", "/_admin/partition?block=", &[], b"")
+                .status,
+            200
+        );
+    }
+    wait_mesh(&[&a, &b, &c]);
+    let ids = wait_converged(&[&a, &b, &c]);
+    assert_eq!(ids.len(), 60, "every note once, on every node");
+    written.sort();
+    assert_eq!(texts(&b), written);
+}
+
+#[test]
+fn a_wrong_cookie_is_refused_on_both_sides() {
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &[]);
+    let bad_cookie = net.dir.path().join("bad-cookie");
+    std::fs::write(&bad_cookie, "a-completely-different-cookie-xyz\n").unwrap();
+    let x = net.start_with_cookie("x", 3, &[&a], &[], &bad_cookie);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(connected_peers(&a), 0);
+    assert_eq!(connected_peers(&x), 0);
+    assert!(
+        a.stderr().contains("wrong cookie") || a.stderr().contains("authentication failed"),
+        "a's log:\n{}",
+        a.stderr()
+    );
+    assert!(
+        x.stderr().contains("authentication failed"),
+        "x's log:\n{}",
+        x.stderr()
+    );
+    // Writes on x never reach a.
+    assert_eq!(x.post_note("from the wrong cluster").status, 201);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(a.all_notes().is_empty());
+}
+
+fn send_raw(peer: SocketAddr, bytes: &[u8]) -> bool {
+    let mut s = TcpStream::connect(peer).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut buf = Vec::new();
+    // The node must close the connection (EOF or reset), not hang.
+    match s.read_to_end(&mut buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn garbage_truncated_and_oversized_frames_drop_only_that_connection() {
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &[]);
+    let b = net.start("b", 3, &[&a], &[]);
+    wait_mesh(&[&a, &b]);
+    let peer = a.peer_addr.unwrap();
+    // Garbage.
+    assert!(send_raw(peer, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    // A valid header claiming an oversized payload.
+    let mut oversized = b"UN\x01\x01".to_vec();
+    oversized.extend_from_slice(&(64u32 << 20).to_le_bytes());
+    assert!(send_raw(peer, &oversized));
+    // A truncated Hello (then EOF).
+    let mut truncated = b"UN\x01\x01".to_vec();
+    truncated.extend_from_slice(&100u32.to_le_bytes());
+    truncated.extend_from_slice(&[0u8; 10]);
+    assert!(send_raw(peer, &truncated));
+    // A whole frame with a bad checksum.
+    let mut bad_crc = b"UN\x01\x01".to_vec();
+    bad_crc.extend_from_slice(&3u32.to_le_bytes());
+    bad_crc.extend_from_slice(b"abc\x00\x00\x00\x00");
+    assert!(send_raw(peer, &bad_crc));
+    // The node still serves HTTP and still replicates with b.
+    assert_eq!(a.get("/healthz").status, 200);
+    let r = a.post_note("after garbage");
+    assert_eq!(r.status, 201);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(b.get(&format!("/notes/{id}")).status, 200);
+    assert_eq!(connected_peers(&a), 1);
+}
+
+#[test]
+fn random_dispatch_serves_requests_on_every_node() {
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &["--dispatch", "random"]);
+    let b = net.start("b", 3, &[&a], &["--dispatch", "random"]);
+    wait_mesh(&[&a, &b]);
+    // Wait for the loads/view to include the peer's cores.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut served_by = BTreeSet::new();
+    let mut client = a.connect();
+    for i in 0..60 {
+        let r = if i % 3 == 0 {
+            client.request(
+                "POST",
+                "/notes",
+                &[("Content-Type", "text/plain")],
+                format!("dispatched {i}").as_bytes(),
+            )
+        } else {
+            client.request("GET", "/notes?limit=5", &[], b"")
+        };
+        assert!(
+            r.status == 200 || r.status == 201,
+            "status {} {}",
+            r.status,
+            r.text()
+        );
+        served_by.insert(
+            r.header("X-Served-By")
+                .expect("X-Served-By header")
+                .to_string(),
+        );
+    }
+    let nodes: BTreeSet<&str> = served_by
+        .iter()
+        .map(|s| s.split('/').next().unwrap())
+        .collect();
+    assert_eq!(nodes, BTreeSet::from(["a", "b"]), "served by {served_by:?}");
+    wait_converged(&[&a, &b]);
+    assert_eq!(a.all_notes().len(), 20);
+}
+
+#[test]
+fn served_by_can_be_hidden() {
+    let s = Server::start(&["--cores", "1", "--no-served-by"]);
+    assert!(s.get("/healthz").header("X-Served-By").is_none());
+    let s = Server::start(&["--cores", "1", "--node-name", "solo"]);
+    assert_eq!(s.get("/healthz").header("X-Served-By"), Some("solo/0"));
+}
+
+/// Reads one frame's (kind, payload) from a raw peer connection.
+fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).ok()?;
+    let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len + 4];
+    s.read_exact(&mut rest).ok()?;
+    rest.truncate(len);
+    Some((head[3], rest))
+}
+
+#[test]
+fn an_incompatible_protocol_version_is_refused_with_a_reason() {
+    use uringnotes::cluster::{frame, wire};
+    let net = Net::new();
+    let a = net.start("a", 2, &[], &[]);
+    let peer = a.peer_addr.unwrap();
+    // A node that only speaks versions 2..=3.
+    let hello = wire::Hello {
+        version_min: 2,
+        version_max: 3,
+        from: wire::NodeIdentity {
+            node: 42,
+            name: "future".into(),
+            peer_addr: "127.0.0.9:1".parse().unwrap(),
+            cores: 1,
+        },
+        nonce: [0; 32],
+    };
+    let mut s = TcpStream::connect(peer).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame::encode(frame::FrameKind::Hello, &hello.encode()))
+        .unwrap();
+    let (kind, reason) = read_frame(&mut s).expect("a Refuse frame");
+    assert_eq!(kind, frame::FrameKind::Refuse as u8);
+    let reason = String::from_utf8(reason).unwrap();
+    assert!(reason.contains("incompatible protocol version"), "{reason}");
+    // A frame of an unknown future version is refused the same way.
+    let mut s = TcpStream::connect(peer).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut f = frame::encode(frame::FrameKind::Hello, &hello.encode());
+    f[2] = 7;
+    s.write_all(&f).unwrap();
+    let (kind, reason) = read_frame(&mut s).expect("a Refuse frame");
+    assert_eq!(kind, frame::FrameKind::Refuse as u8);
+    assert!(String::from_utf8_lossy(&reason).contains("you speak 7"));
+    assert!(
+        wait_until(Duration::from_secs(5), || a
+            .stderr()
+            .contains("incompatible protocol version")),
+        "{}",
+        a.stderr()
+    );
+}
