@@ -152,13 +152,14 @@ pub enum Notice {
     AllReady,
     /// A shard failed before every shard was serving: no restarts then.
     StartFailed { core: usize, reason: String },
-    /// Restarting is not helping: exit so that the service manager
-    /// restarts the process.
+    /// Restarting is not helping (or not possible): exit so that the
+    /// service manager restarts the process.
     Escalate {
         core: usize,
+        /// Why the shard failed.
         reason: String,
-        max_restarts: u32,
-        window_ms: u64,
+        /// Why it is not restarted.
+        verdict: String,
     },
     /// Every shard has stopped (or the stop deadline passed).
     Stopped,
@@ -583,26 +584,28 @@ impl Watchdog {
             Phase::Stopping { .. } => return,
             Phase::Supervising => {}
         }
-        // 3. Restart intensity.
-        if !self.intensity.allow(now) {
-            let restarts = self.intensity.recent();
-            let window_ms = self.policy.restart_window.as_millis() as u64;
-            tracing::error!(
-                shard = core,
-                reason = %reason,
-                restarts,
-                window_ms,
-                max_restarts = self.policy.max_restarts,
-                "restart intensity exceeded: giving up"
-            );
-            (self.notify)(Notice::Escalate {
-                core,
-                reason,
-                max_restarts: self.policy.max_restarts,
-                window_ms,
-            });
-            self.stop_all();
-            return;
+        // 3. Restart intensity. In a cluster, shard 0 also runs the
+        // cluster (peer listener, membership socket, peer connections),
+        // whose tasks and sockets do not end with the shard: it cannot be
+        // restarted inside the process, so its failure goes to the service
+        // manager at once (peers see the node leave and rejoin).
+        let verdict = if core == 0 && self.shared.cluster.enabled {
+            Some(
+                "shard 0 runs the cluster, which cannot be restarted inside the process"
+                    .to_string(),
+            )
+        } else if !self.intensity.allow(now) {
+            Some(format!(
+                "that is more than --max-restarts {} restarts within --restart-window {} ms: \
+                 restarting is not helping",
+                self.policy.max_restarts,
+                self.policy.restart_window.as_millis()
+            ))
+        } else {
+            None
+        };
+        if let Some(verdict) = verdict {
+            return self.escalate(core, reason, verdict);
         }
         // 4. A successor on the same CPU.
         match self.spawn_child(core, incarnation.generation + 1, seq_last, None) {
@@ -619,18 +622,25 @@ impl Watchdog {
                     "restarting shard"
                 );
             }
-            Err(e) => {
-                let reason = format!("{reason}; then the restart failed: {e}");
-                tracing::error!(shard = core, reason = %reason, "cannot restart shard: giving up");
-                (self.notify)(Notice::Escalate {
-                    core,
-                    reason,
-                    max_restarts: self.policy.max_restarts,
-                    window_ms: self.policy.restart_window.as_millis() as u64,
-                });
-                self.stop_all();
-            }
+            Err(e) => self.escalate(core, reason, format!("its restart failed: {e}")),
         }
+    }
+
+    /// Gives up: the main thread is told why, every shard is stopped, and
+    /// the process exits non-zero so that its service manager restarts it.
+    fn escalate(&mut self, core: usize, reason: String, verdict: String) {
+        tracing::error!(
+            shard = core,
+            reason = %reason,
+            verdict = %verdict,
+            "giving up on shard {core}"
+        );
+        (self.notify)(Notice::Escalate {
+            core,
+            reason,
+            verdict,
+        });
+        self.stop_all();
     }
 
     fn start_failed(&mut self, core: usize, reason: String) {

@@ -589,7 +589,7 @@ fn exceeding_the_restart_intensity_exits_non_zero_naming_the_shard_and_reason() 
     let stderr = s.stderr();
     let verdict = stderr
         .lines()
-        .find(|l| l.contains("restarting is not helping"))
+        .find(|l| l.contains("exiting so that the service manager restarts the process"))
         .unwrap_or_else(|| panic!("no verdict in stderr:\n{stderr}"));
     assert!(verdict.contains("shard 1"), "{verdict}");
     assert!(verdict.contains("injected fault: panic"), "{verdict}");
@@ -625,4 +625,32 @@ fn the_fault_route_exists_only_with_fault_injection() {
         let r = s.request("POST", &format!("/_admin/fault?{bad}"), &[], b"");
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
+}
+
+#[test]
+fn in_a_cluster_shard_0_is_not_restarted_in_process_but_the_others_are() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let cookie = tmp.path().join("cookie");
+    std::fs::write(&cookie, "test-cluster-cookie-0123456789abcdef\n").unwrap();
+    let cookie = cookie.to_str().unwrap().to_string();
+    let mut s = start(
+        &tmp.path().join("data"),
+        &["--peer-listen", "127.0.0.1:0", "--cookie-file", &cookie],
+    );
+    // Shard 1 is restarted as usual.
+    post_fault(&s, FAILED, "panic", None);
+    wait_until_serving(s.addr, FAILED, 1, Duration::from_secs(10));
+    // Shard 0 owns the cluster's sockets and tasks: its failure goes to the
+    // service manager.
+    post_fault(&s, 0, "panic", None);
+    let exit = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("the node exits when shard 0 fails");
+    assert_eq!(exit.code(), Some(3), "exit status {exit:?}");
+    let stderr = s.stderr();
+    assert!(
+        stderr.contains("shard 0 runs the cluster, which cannot be restarted inside the process"),
+        "{stderr}"
+    );
 }

@@ -54,15 +54,13 @@ pub enum ServerError {
     #[error("shard {core} failed to start: {reason}")]
     ShardStart { core: usize, reason: String },
     #[error(
-        "shard {core} failed again ({reason}) after {max_restarts} restarts within \
-         {window_ms} ms (--max-restarts {max_restarts}, --restart-window {window_ms}ms): \
-         restarting is not helping; exiting so that the service manager restarts the process"
+        "shard {core} failed ({reason}); {verdict}; exiting so that the service manager \
+         restarts the process"
     )]
-    RestartIntensity {
+    GaveUp {
         core: usize,
         reason: String,
-        max_restarts: u32,
-        window_ms: u64,
+        verdict: String,
     },
     #[error("the watchdog thread is gone; shards are no longer supervised")]
     WatchdogDied,
@@ -70,10 +68,10 @@ pub enum ServerError {
 
 impl ServerError {
     /// The process exit status for this error: 3 when the watchdog gave up
-    /// (restart intensity exceeded), 1 otherwise.
+    /// on a shard (restart intensity exceeded), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServerError::RestartIntensity { .. } => 3,
+            ServerError::GaveUp { .. } => 3,
             _ => 1,
         }
     }
@@ -208,16 +206,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             Ok(Event::Watchdog(Notice::Escalate {
                 core,
                 reason,
-                max_restarts,
-                window_ms,
+                verdict,
             })) => {
                 // The watchdog is already stopping every shard.
                 wait_stopped(&events, stop_wait);
-                return Err(ServerError::RestartIntensity {
+                return Err(ServerError::GaveUp {
                     core,
                     reason,
-                    max_restarts,
-                    window_ms,
+                    verdict,
                 });
             }
             Ok(Event::Watchdog(Notice::Stopped)) => return Err(ServerError::WatchdogDied),
