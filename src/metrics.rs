@@ -207,10 +207,12 @@ impl CoreMetrics {
         self.connections_open.load(Relaxed)
     }
 
-    /// A restarted shard starts with no connections: its predecessor's
-    /// were closed (or are counted elsewhere once it was replaced).
-    pub fn reset_connections_open(&self) {
+    /// A restarted shard starts with no connections and no requests in
+    /// progress: its predecessor's were closed (or are counted elsewhere once
+    /// it was replaced).
+    pub fn reset_for_restart(&self) {
         self.connections_open.store(0, Relaxed);
+        self.inflight.store(0, Relaxed);
     }
 
     pub fn add_connections_rejected(&self, n: u64) {

@@ -532,6 +532,13 @@ fn a_handler_panic_closes_only_its_connection() {
         0,
         "a handler panic is not a shard failure"
     );
+    // The panicked request is not left counted in flight (dispatch reads
+    // that count): only the /metrics request itself is.
+    let metrics = s.get("/metrics").text();
+    assert!(
+        metrics.contains("\nuringnotes_requests_inflight 1\n"),
+        "{metrics}"
+    );
     assert!(s
         .stderr()
         .contains("request handler panicked; closed that connection only"));

@@ -117,6 +117,23 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// One request in progress on this core (`uringnotes_requests_inflight`,
+/// which dispatch decisions read); ends when dropped.
+struct Inflight<'s>(&'s Shard);
+
+impl<'s> Inflight<'s> {
+    fn start(shard: &'s Shard) -> Inflight<'s> {
+        shard.metrics().inflight_add();
+        Inflight(shard)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics().inflight_done();
+    }
+}
+
 /// The read side: a pooled buffer and the unconsumed range in it.
 struct ReadBuf {
     buf: Option<Vec<u8>>,
@@ -215,16 +232,19 @@ impl<'s> Connection<'s> {
             let head = self.next_head().await?;
             let started = Instant::now();
             self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
-            if self.shard.request_faults_armed() {
-                self.shard.apply_request_faults().await;
-            }
             let mode = ResponseMode {
                 keep_alive: head.keep_alive && !self.shard.shutting_down(),
                 http10: head.version_minor == 0,
                 head_only: head.method == Method::Head,
                 served_by: self.shard.served_by(),
             };
-            self.shard.metrics().inflight_add();
+            // Counted until the reply is recorded, also if the handler
+            // panics (the guard's drop ends the count).
+            let inflight = Inflight::start(self.shard);
+            if self.shard.request_faults_armed() {
+                // Where a handler would panic or be slow (`fault.rs`).
+                self.shard.apply_request_faults().await;
+            }
             if self.wbuf.capacity() == 0 {
                 self.wbuf = self.shard.write_pool.take_write();
             }
@@ -254,7 +274,7 @@ impl<'s> Connection<'s> {
                     Err(None) => return Err(Stop::Done),
                 }
             };
-            self.shard.metrics().inflight_done();
+            drop(inflight);
             self.record(reply, started);
             if reply.close {
                 self.linger = true;

@@ -594,7 +594,7 @@ pub async fn run(
     });
     if shard.generation() > 0 {
         // The predecessor's connections are gone (or no longer counted here).
-        shard.metrics().reset_connections_open();
+        shard.metrics().reset_for_restart();
     }
 
     let tasks = [
