@@ -94,6 +94,42 @@
 //! ended, it writes nothing, it stops counting in the core's metrics, and it
 //! never registers for the core's inbox again.
 //!
+//! One limit: a stalled thread's io_uring keeps working in the kernel. An
+//! accept the executor had submitted before it stalled still completes, so
+//! the first connection that reaches its listener during the stall (before
+//! the watchdog shuts the listener down) is accepted for the stuck thread
+//! and waits until that thread wakes up and closes it. Every other
+//! connection queued there is reset when the listener is shut down. The
+//! same holds, for a few microseconds, for a thread that is unwinding.
+//!
+//! In a cluster, shard 0 also runs the cluster (peer listener, membership
+//! socket, peer connections), whose tasks and sockets do not end with the
+//! shard: its failure is not restarted in-process but exits (status 3).
+//!
+//! # glommio 0.9 behaviour relied on (read in its source, then measured)
+//!
+//! - `task/raw.rs`, `RawTask::run`: a task whose poll panics is closed and
+//!   the panic propagates into the executor's run loop, out of
+//!   `LocalExecutor::run` and the executor thread; `ExecutorJoinHandle::join`
+//!   returns an error ("thread panicked"). The process survives when the
+//!   task is in the default queue (it aborts for other queues, #689).
+//! - `executor/multitask.rs`, `spawn_and_run`: `spawn_local` polls the new
+//!   task once right away, inside the spawner's poll; a panic in that first
+//!   poll unwinds into the spawner (so `fault.rs`'s uncaught panic waits
+//!   for its second poll).
+//! - `io/glommio_file.rs`, `Drop for GlommioFile`: dropping an open file
+//!   only queues its close on the ring; an executor that ends right after
+//!   never closes it (the log writer closes its segment explicitly).
+//! - `net/tcp_socket.rs`, `shared_accept`: a non-blocking `accept(2)`, then
+//!   an io_uring accept; hence the limit above, and the shard shutting its
+//!   listener down rather than dropping a pending accept (an accept already
+//!   in the kernel completes anyway, and glommio drops that descriptor
+//!   without closing it).
+//! - `sys/mod.rs`, `ReactorGlobalState`: executor ids only grow, so a
+//!   successor never shares an id with a dead executor's leaked tasks.
+//! - `Placement::Fixed(cpu)` sets an affinity and nothing else: a second
+//!   executor on a CPU whose executor is stuck starts and serves.
+//!
 //! # What panics never do
 //!
 //! They never take the process down: every task runs in glommio's default

@@ -19,7 +19,7 @@
 //! - a panic in a connection's handler is caught in `conn::serve` and
 //!   closes that connection only;
 //! - a panic in shard machinery (the tasks above) is caught at the task
-//!   boundary ([`spawn_machinery`]) and *crashes* the shard: it reports the
+//!   boundary (`spawn_machinery`) and *crashes* the shard: it reports the
 //!   crash to the watchdog at once, shuts all its sockets, fails pending
 //!   writes, and ends every task before the executor returns. Ending every
 //!   task matters: glommio does not reliably drop the tasks still pending
