@@ -127,9 +127,25 @@ pub struct ServeArgs {
     /// Do not add the `X-Served-By: node/core` response header.
     #[arg(long)]
     pub no_served_by: bool,
-    /// Enable the /_admin fault-injection endpoints (tests and demos only).
+    /// Enable the /_admin fault-injection endpoints: make a shard panic, stall or
+    /// slow down, split the cluster (tests and demos only).
     #[arg(long)]
     pub fault_injection: bool,
+    /// A shard silent (no heartbeat) this long is replaced, e.g. `1s`, `500ms` [default: 1s].
+    #[arg(long = "stall-timeout", value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub stall_timeout_ms: Option<u64>,
+    /// More shard restarts than this within --restart-window: exit with status 3 [default: 5].
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+    /// The window --max-restarts counts in, e.g. `10s` [default: 10s].
+    #[arg(long = "restart-window", value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub restart_window_ms: Option<u64>,
+}
+
+/// Parses a duration such as `1s`, `500ms` or `1m 30s` into milliseconds.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 1s or 500ms)"))?;
+    u64::try_from(d.as_millis()).map_err(|_| "duration too large".to_string())
 }
 
 impl ServeArgs {
@@ -170,6 +186,9 @@ impl ServeArgs {
             ack_timeout_ms,
             dispatch,
             dispatch_overload_inflight,
+            stall_timeout_ms,
+            max_restarts,
+            restart_window_ms,
         );
         macro_rules! overlay_option {
             ($($field:ident),* $(,)?) => {
@@ -218,5 +237,32 @@ mod tests {
         let cfg = args.to_config().unwrap();
         assert_eq!(cfg.listen.port(), 0);
         assert_eq!(cfg.cores, 1);
+        assert_eq!(cfg.stall_timeout_ms, 1000);
+        assert!(!cfg.fault_injection);
+    }
+
+    #[test]
+    fn supervision_flags_take_durations() {
+        let cli = Cli::try_parse_from([
+            "uringnotes",
+            "serve",
+            "--stall-timeout",
+            "500ms",
+            "--restart-window",
+            "1m",
+            "--max-restarts",
+            "2",
+            "--fault-injection",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        let cfg = args.to_config().unwrap();
+        assert_eq!(cfg.stall_timeout_ms, 500);
+        assert_eq!(cfg.restart_window_ms, 60_000);
+        assert_eq!(cfg.max_restarts, 2);
+        assert!(cfg.fault_injection);
+        assert!(Cli::try_parse_from(["uringnotes", "serve", "--stall-timeout", "soon"]).is_err());
     }
 }

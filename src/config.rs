@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 /// Hard ceiling for `note_text_bytes_max`: a note must fit in one log record.
 pub const NOTE_TEXT_BYTES_MAX_LIMIT: usize = 256 * 1024;
+/// Smallest `stall_timeout_ms`: shards beat every 100 ms
+/// (`SWEEP_INTERVAL_MS`), and a busy core may be late by a tick or two.
+pub const STALL_TIMEOUT_MS_MIN: u64 = 300;
 
 /// Whether a write waits for its record to reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -121,7 +124,17 @@ pub struct Config {
     pub dispatch_overload_inflight: u64,
     /// Add `X-Served-By: node/core` to responses.
     pub served_by: bool,
-    /// Enables `/_admin/*` fault injection endpoints (tests and demos only).
+
+    /// A shard whose heartbeat has not moved for this long is stalled, and
+    /// the watchdog replaces it.
+    pub stall_timeout_ms: u64,
+    /// More shard restarts than this within `restart_window_ms` make the
+    /// process exit (status 3) so that its service manager restarts it.
+    pub max_restarts: u32,
+    /// The window `max_restarts` is counted in.
+    pub restart_window_ms: u64,
+    /// Enables the `/_admin/*` fault-injection endpoints (`/_admin/fault`,
+    /// `/_admin/partition`; tests and demos only; a 404 otherwise).
     pub fault_injection: bool,
 }
 
@@ -159,6 +172,9 @@ impl Default for Config {
             dispatch: DispatchPolicy::P2c,
             dispatch_overload_inflight: 32,
             served_by: true,
+            stall_timeout_ms: 1_000,
+            max_restarts: 5,
+            restart_window_ms: 10_000,
             fault_injection: false,
         }
     }
@@ -257,6 +273,21 @@ impl Config {
         if self.dispatch_overload_inflight == 0 {
             return invalid("dispatch_overload_inflight must be at least 1".into());
         }
+        if !(STALL_TIMEOUT_MS_MIN..=3_600_000).contains(&self.stall_timeout_ms) {
+            return invalid(format!(
+                "stall_timeout_ms = {} must be in {STALL_TIMEOUT_MS_MIN}..=3600000",
+                self.stall_timeout_ms
+            ));
+        }
+        if self.max_restarts > 10_000 {
+            return invalid("max_restarts must be at most 10000".into());
+        }
+        if !(100..=86_400_000).contains(&self.restart_window_ms) {
+            return invalid(format!(
+                "restart_window_ms = {} must be in 100..=86400000",
+                self.restart_window_ms
+            ));
+        }
         if self.node_name.is_empty()
             || self.node_name.len() > 64
             || !self
@@ -306,6 +337,25 @@ mod tests {
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.fsync, FsyncPolicy::Never);
         assert_eq!(cfg.body_bytes_max, Config::default().body_bytes_max);
+    }
+
+    #[test]
+    fn supervision_limits_are_checked() {
+        let cfg = Config {
+            stall_timeout_ms: 50,
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err(), "a stall timeout below two sweeps");
+        let cfg = Config {
+            restart_window_ms: 0,
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err());
+        let cfg: Config =
+            toml::from_str("stall_timeout_ms = 500\nmax_restarts = 0\nfault_injection = true\n")
+                .unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.fault_injection);
     }
 
     #[test]

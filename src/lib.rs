@@ -10,6 +10,8 @@
 //!   recovery) and in memory (the per-core index).
 //! - [`cluster`]: peer protocol, membership (SWIM), replication and
 //!   cross-node dispatch, run by core 0.
+//! - [`watchdog`]: supervision of the shards: stall and crash detection,
+//!   restarts, restart intensity.
 //! - [`metrics`]: per-core counters and their Prometheus rendering.
 //! - [`encoding`]: escaping and form decoding at the edges.
 //! - [`logging`]: journald-friendly log lines, log filter reload on SIGHUP.
@@ -30,3 +32,4 @@ pub mod routes;
 pub mod sd_notify;
 pub mod server;
 pub mod store;
+pub mod watchdog;

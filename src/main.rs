@@ -24,7 +24,7 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e}");
                     eprintln!("uringnotes: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

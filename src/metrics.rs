@@ -210,6 +210,14 @@ impl CoreMetrics {
         self.connections_open.load(Relaxed)
     }
 
+    /// A restarted shard starts with no connections and no requests in
+    /// progress: its predecessor's were closed (or are counted elsewhere once
+    /// it was replaced).
+    pub fn reset_for_restart(&self) {
+        self.connections_open.store(0, Relaxed);
+        self.inflight.store(0, Relaxed);
+    }
+
     pub fn add_connections_rejected(&self, n: u64) {
         bump(&self.connections_rejected, n);
     }
@@ -254,7 +262,7 @@ impl CoreMetrics {
         self.sse_subscribers.load(Relaxed)
     }
 
-    /// Written by the supervisor (main thread) while the shard is down.
+    /// Written only by the watchdog thread (the single writer of this one).
     pub fn add_shard_restart(&self) {
         self.shard_restarts.fetch_add(1, Relaxed);
     }
@@ -473,12 +481,15 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "Requests executed on another core or node than the one that accepted them.",
         sum(&|m| &m.dispatched_out),
     );
-    family(
-        "uringnotes_shard_restarts_total",
-        "counter",
-        "Shards restarted by the watchdog.",
-        sum(&|m| &m.shard_restarts),
-    );
+    s.push_str("# HELP uringnotes_shard_restarts_total Times the watchdog restarted each shard after a failure.\n");
+    s.push_str("# TYPE uringnotes_shard_restarts_total counter\n");
+    for (core, m) in all.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "uringnotes_shard_restarts_total{{shard=\"{core}\"}} {}",
+            m.shard_restarts.load(Relaxed)
+        );
+    }
     out.extend_from_slice(s.as_bytes());
 }
 
@@ -492,6 +503,7 @@ mod tests {
         all[0].record_request(Route::Page, 200, 50);
         all[1].record_request(Route::Page, 200, 3_000);
         all[1].record_request(Route::NotFound, 404, 10_000_000);
+        all[1].add_shard_restart();
         let mut out = Vec::new();
         render_prometheus(
             &all,
@@ -511,5 +523,7 @@ mod tests {
         assert!(text.contains("uringnotes_http_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("uringnotes_http_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("uringnotes_notes 3\n"));
+        assert!(text.contains("uringnotes_shard_restarts_total{shard=\"0\"} 0\n"));
+        assert!(text.contains("uringnotes_shard_restarts_total{shard=\"1\"} 1\n"));
     }
 }

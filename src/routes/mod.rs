@@ -7,8 +7,10 @@
 //! - [`assets`]: the page's script, style sheet and icon, built into the binary;
 //! - [`events`]: live updates (`GET /events`, Server-Sent Events);
 //! - [`notes`]: the notes JSON API and the original `/add_note`;
-//! - [`ops`]: health, metrics and status for operators.
+//! - [`ops`]: health, metrics and status for operators;
+//! - [`admin`]: fault injection (`--fault-injection` only).
 
+pub mod admin;
 pub mod assets;
 pub mod events;
 pub mod notes;
@@ -106,11 +108,14 @@ pub async fn handle(
         p if p.starts_with(b"/notes/") => {
             method_not_allowed(out, mode, Route::NoteGet, "GET, HEAD")
         }
-        _ => {
-            response::write_text(out, mode, 404, &[], "not found");
-            Reply::new(Route::NotFound, 404)
-        }
+        b"/_admin/fault" => admin::fault(shard, req, out, mode),
+        _ => not_found(out, mode),
     }
+}
+
+fn not_found(out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+    response::write_text(out, mode, 404, &[], "not found");
+    Reply::new(Route::NotFound, 404)
 }
 
 fn method_not_allowed(out: &mut Vec<u8>, mode: ResponseMode, route: Route, allow: &str) -> Reply {

@@ -156,6 +156,9 @@ fn write_failed(out: &mut Vec<u8>, mode: ResponseMode, route: Route, e: &WriteEr
         WriteError::ShuttingDown => {
             "the server is shutting down: the note was not stored".to_string()
         }
+        WriteError::Restarting => {
+            "this core is restarting after a failure: the note was not stored".to_string()
+        }
         WriteError::Io(m) => format!("storage error, the note was not stored: {m}"),
     };
     response::write_text(out, mode, 503, &[("Retry-After", "1")], &msg);

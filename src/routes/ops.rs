@@ -60,7 +60,7 @@ pub fn status(shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
         }
         let _ = write!(
             body,
-            "{{\"core\":{core},\"cpu\":{},\"connections\":{},\"sse_subscribers\":{},\"inbox_depth\":{},\"requests\":{},\"restarts\":{}}}",
+            "{{\"core\":{core},\"cpu\":{},\"connections\":{},\"sse_subscribers\":{},\"inbox_depth\":{},\"requests\":{},\"restarts\":{},\"last_failure\":",
             shared.cpus.get(core).copied().unwrap_or(0),
             m.connections_open(),
             m.sse_subscribers(),
@@ -68,6 +68,26 @@ pub fn status(shard: &Shard, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
             m.requests_total(),
             m.shard_restarts()
         );
+        // Written by the watchdog only; this rare read is the only other
+        // user of the lock (never the request path of notes or pages).
+        let last_failure = shared.cores[core]
+            .supervision
+            .lock()
+            .ok()
+            .and_then(|s| s.last_failure.clone());
+        match last_failure {
+            None => body.extend_from_slice(b"null"),
+            Some(failure) => {
+                body.extend_from_slice(b"{\"reason\":");
+                json_string_into(&mut body, &failure.reason);
+                let _ = write!(
+                    body,
+                    ",\"at\":\"{}\"}}",
+                    humantime::format_rfc3339_millis(failure.at)
+                );
+            }
+        }
+        body.push(b'}');
     }
     body.extend_from_slice(b"],\"cluster\":");
     write_cluster_json(shard, &mut body);

@@ -21,6 +21,11 @@
 //!
 //! A panic while serving a request is caught here: it closes this
 //! connection only and is logged with the core; the shard keeps serving.
+//!
+//! Each connection's descriptor is recorded in its shard's socket registry
+//! (`incarnation.rs`) for as long as it is open, so that the watchdog can
+//! shut it down if the shard's thread gets stuck; it is taken out of the
+//! registry before the socket is closed.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -38,7 +43,8 @@ use glommio::timer::Timer;
 use super::bufpool::BufferPool;
 use super::conn_table::{now_ms, Phase};
 use super::dispatch;
-use super::shard::Shard;
+use super::incarnation::SocketRegistry;
+use super::shard::{panic_message, Shard};
 use crate::http::body::ChunkedDecoder;
 use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, RequestHead};
 use crate::http::response::ResponseMode;
@@ -75,6 +81,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let slot = shard
         .conns
         .insert(fd, Phase::Idle, now_ms() + shard.config().idle_timeout_ms);
+    shard.sockets().register_connection(slot, fd);
     shard.metrics().connection_opened();
     let outcome = AssertUnwindSafe(Connection::new(&shard, stream, slot).run())
         .catch_unwind()
@@ -84,12 +91,52 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.conns.remove(slot);
     shard.metrics().connection_closed();
     if let Err(panic) = outcome {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        tracing::error!(core = shard.id(), panic = %what, "request handler panicked; closed that connection only");
+        tracing::error!(
+            core = shard.id(),
+            panic = %panic_message(&*panic),
+            "request handler panicked; closed that connection only"
+        );
+    }
+}
+
+/// Takes a connection's descriptor out of the shard's socket registry when
+/// dropped. It is the first field of [`Connection`], so it is dropped (and
+/// the registry released) before the stream closes the descriptor, also
+/// when a panic unwinds through the connection.
+struct Registered<'s> {
+    sockets: &'s SocketRegistry,
+    slot: usize,
+    fd: std::os::fd::RawFd,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Dropped while a panic unwinds the executor thread: the
+            // executor's io_uring may still hold a receive on this socket,
+            // which keeps the socket open after its descriptor is closed,
+            // so the client would never see the end. End it explicitly.
+            // SAFETY: shutdown(2) on our own, still open descriptor.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
+        self.sockets.release_connection(self.slot, self.fd);
+    }
+}
+
+/// One request in progress on this core (`uringnotes_requests_inflight`,
+/// which dispatch decisions read); ends when dropped.
+struct Inflight<'s>(&'s Shard);
+
+impl<'s> Inflight<'s> {
+    fn start(shard: &'s Shard) -> Inflight<'s> {
+        shard.metrics().inflight_add();
+        Inflight(shard)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics().inflight_done();
     }
 }
 
@@ -119,6 +166,8 @@ impl ReadBuf {
 }
 
 struct Connection<'s> {
+    /// Must stay declared before `stream` (fields drop in order).
+    _registered: Registered<'s>,
     shard: &'s Shard,
     stream: TcpStream,
     slot: usize,
@@ -174,6 +223,11 @@ impl<'s> Connection<'s> {
     fn new(shard: &'s Shard, stream: TcpStream, slot: usize) -> Self {
         let config = shard.config();
         Connection {
+            _registered: Registered {
+                sockets: shard.sockets(),
+                slot,
+                fd: stream.as_raw_fd(),
+            },
             shard,
             stream,
             slot,
@@ -213,7 +267,13 @@ impl<'s> Connection<'s> {
                 head_only: head.method == Method::Head,
                 served_by: self.shard.served_by(),
             };
-            self.shard.metrics().inflight_add();
+            // Counted until the reply is recorded, also if the handler
+            // panics (the guard's drop ends the count).
+            let inflight = Inflight::start(self.shard);
+            if self.shard.request_faults_armed() {
+                // Where a handler would panic or be slow (`fault.rs`).
+                self.shard.apply_request_faults().await;
+            }
             if self.wbuf.capacity() == 0 {
                 self.wbuf = self.shard.write_pool.take_write();
             }
@@ -243,7 +303,7 @@ impl<'s> Connection<'s> {
                     Err(None) => return Err(Stop::Done),
                 }
             };
-            self.shard.metrics().inflight_done();
+            drop(inflight);
             let mut reply = reply;
             self.record(&reply, started);
             if let Some(subscription) = reply.stream.take() {

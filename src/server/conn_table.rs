@@ -110,6 +110,19 @@ impl ConnTable {
         matches!(self.slots.borrow().get(id), Some(Some(s)) if s.timed_out)
     }
 
+    /// Shuts down every connection's socket both ways, whatever its phase
+    /// (a shard stopping after a failure). Returns how many.
+    pub fn shut_all(&self) -> u64 {
+        let mut shut = 0;
+        for slot in self.slots.borrow_mut().iter_mut().flatten() {
+            slot.timed_out = true;
+            // SAFETY: as in `sweep`: a live connection's fd; no memory touched.
+            unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
+            shut += 1;
+        }
+        shut
+    }
+
     /// Shuts down every connection past its deadline (and, when
     /// `close_idle` is set, every idle one). Returns how many were cut.
     pub fn sweep(&self, now_ms: u64, close_idle: bool) -> u64 {

@@ -128,6 +128,22 @@ impl Inbox {
         self.waker.register(waker);
     }
 
+    /// Takes `own` (the caller's waker) out of the waker slot, so that it is
+    /// dropped on the caller's thread. A waker of a glommio task that is
+    /// dropped on another thread after its executor ended is never freed
+    /// (it is queued to that executor's notifier, which it keeps alive: an
+    /// eventfd and the task leak). If the slot holds somebody else's waker
+    /// (a successor's), it is put back and woken, in case a note arrived
+    /// while it was out.
+    pub fn unregister(&self, own: &std::task::Waker) {
+        if let Some(w) = self.waker.take() {
+            if !w.will_wake(own) {
+                self.waker.register(&w);
+                w.wake();
+            }
+        }
+    }
+
     /// Asks the owning core to shut down (called from the main thread).
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);

@@ -1,12 +1,15 @@
 //! Starting and stopping the server: the main thread's job.
 //!
 //! The main thread opens the data directory, recovers the log, binds one
-//! listening socket per core and starts one pinned glommio executor per core
-//! (`shard.rs`). After that it serves no traffic: it waits for events
-//! (a shard became ready, a shard exited, a signal) and decides what the
-//! process does (report, shut down, exit with a status).
+//! listening socket per core and hands them to the watchdog
+//! (`watchdog.rs`), which starts one pinned glommio executor per core
+//! (`shard.rs`) and supervises them. After that the main thread serves no
+//! traffic: it waits for events (every shard is ready, a signal, the
+//! watchdog gave up) and decides what the process does (report, shut down,
+//! exit with a status).
 //!
 //! - [`shard`]: one core's state and tasks.
+//! - [`incarnation`]: one executor serving a core, as its supervisor sees it.
 //! - [`conn`]: the HTTP connection loop.
 //! - [`conn_table`]: connection deadlines and limits.
 //! - [`inbox`]: cross-core lock-free mailboxes.
@@ -14,29 +17,29 @@
 //! - [`feed`]: per-core live feed of new notes for `GET /events`.
 //! - [`bufpool`]: per-core buffer pools.
 //! - [`listener`]: SO_REUSEPORT listening sockets.
+//! - [`fault`]: fault injection for tests and demos (`--fault-injection`).
 
 pub mod bufpool;
 pub mod conn;
 pub mod conn_table;
 pub mod dispatch;
+pub mod fault;
 pub mod feed;
 pub mod inbox;
+pub mod incarnation;
 pub mod listener;
 pub mod shard;
 
 use std::io::Write as _;
-use std::os::fd::IntoRawFd;
-use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
-
 use crate::config::{Config, FsyncPolicy};
 use crate::store::{recovery, DataDir, StoreError};
+use crate::watchdog::{self, Notice};
 use inbox::Inbox;
-use shard::{NodeInfo, Shared};
+use shard::{CoreSlot, NodeInfo, Shared};
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -52,22 +55,39 @@ pub enum ServerError {
     Cores(String),
     #[error("shard {core} failed to start: {reason}")]
     ShardStart { core: usize, reason: String },
-    #[error("shard {core} stopped unexpectedly: {reason}")]
-    ShardDied { core: usize, reason: String },
+    #[error(
+        "shard {core} failed ({reason}); {verdict}; exiting so that the service manager \
+         restarts the process"
+    )]
+    GaveUp {
+        core: usize,
+        reason: String,
+        verdict: String,
+    },
+    #[error("the watchdog thread is gone; shards are no longer supervised")]
+    WatchdogDied,
+}
+
+impl ServerError {
+    /// The process exit status for this error: 3 when the watchdog gave up
+    /// on a shard (restart intensity exceeded), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::GaveUp { .. } => 3,
+            _ => 1,
+        }
+    }
 }
 
 /// What the main thread waits for.
 enum Event {
-    Ready(usize),
-    Exited {
-        core: usize,
-        outcome: Result<(), String>,
-    },
     Signal(i32),
+    Watchdog(Notice),
 }
 
-/// Time allowed for every shard to come up.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for every shard to come up (the watchdog enforces it; this
+/// is the main thread's own backstop).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Runs the server until SIGTERM/SIGINT (Ok) or a fatal failure (Err).
 pub fn run(config: Config) -> Result<(), ServerError> {
@@ -86,6 +106,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })?;
 
     let cores = cpus.len();
+    let next_segment_by_core = recovered.next_segment_by_core;
     let shared = Arc::new(Shared {
         node: NodeInfo {
             id: data.node_id,
@@ -96,56 +117,60 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         cpus: cpus.clone(),
         inboxes: (0..cores).map(|_| Inbox::default()).collect(),
         metrics: crate::metrics::new_all(cores),
-        heartbeats: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+        cores: (0..cores)
+            .map(|core| {
+                CoreSlot::new(
+                    next_segment_by_core
+                        .get(&(core as u16))
+                        .copied()
+                        .unwrap_or(1),
+                )
+            })
+            .collect(),
         recovered_log_bytes: recovered.report.bytes,
         recovered: recovered.index,
-        next_segment_by_core: recovered.next_segment_by_core,
+        next_segment_by_core,
         started: Instant::now(),
         cluster: crate::cluster::ClusterShared::new(config.peer_listen.is_some(), cores),
         config,
     });
 
+    watchdog::install_panic_hook();
     let (events_tx, events) = mpsc::channel::<Event>();
     spawn_signal_thread(events_tx.clone());
-    for (core, (cpu, socket)) in cpus.iter().zip(sockets).enumerate() {
-        spawn_shard(
-            Arc::clone(&shared),
-            core,
-            *cpu,
-            socket.into_raw_fd(),
-            events_tx.clone(),
-        )?;
-    }
+    let watchdog = watchdog::start(
+        Arc::clone(&shared),
+        sockets,
+        Box::new(move |notice| {
+            let _ = events_tx.send(Event::Watchdog(notice));
+        }),
+    )
+    .map_err(|reason| ServerError::ShardStart { core: 0, reason })?;
+    let stop_wait =
+        Duration::from_millis(shared.config.shutdown_timeout_ms) + Duration::from_secs(10);
 
-    let mut ready = 0;
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    while ready < cores {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(Event::Ready(core)) => {
-                tracing::debug!(core, "shard ready");
-                ready += 1;
-            }
-            Ok(Event::Exited { core, outcome }) => {
-                shutdown_all(&shared);
-                return Err(ServerError::ShardStart {
-                    core,
-                    reason: outcome
-                        .err()
-                        .unwrap_or_else(|| "exited during start-up".into()),
-                });
-            }
-            Ok(Event::Signal(_)) => {
-                shutdown_all(&shared);
-                return Ok(());
-            }
-            Err(_) => {
-                shutdown_all(&shared);
-                return Err(ServerError::ShardStart {
-                    core: ready,
-                    reason: "timed out starting".into(),
-                });
-            }
+    match events.recv_timeout(STARTUP_TIMEOUT) {
+        Ok(Event::Watchdog(Notice::AllReady)) => {}
+        Ok(Event::Watchdog(Notice::StartFailed { core, reason })) => {
+            wait_stopped(&events, stop_wait);
+            return Err(ServerError::ShardStart { core, reason });
+        }
+        Ok(Event::Signal(_)) => {
+            watchdog.stop();
+            wait_stopped(&events, stop_wait);
+            return Ok(());
+        }
+        Ok(Event::Watchdog(other)) => {
+            return Err(ServerError::ShardStart {
+                core: 0,
+                reason: format!("unexpected during start-up: {other:?}"),
+            })
+        }
+        Err(_) => {
+            return Err(ServerError::ShardStart {
+                core: 0,
+                reason: "timed out starting".into(),
+            })
         }
     }
     tracing::info!(
@@ -155,6 +180,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         node = %format_args!("{:08x}", shared.node.id),
         name = %shared.node.name,
         notes = shared.recovered.len(),
+        stall_timeout_ms = shared.config.stall_timeout_ms,
+        max_restarts = shared.config.max_restarts,
+        restart_window_ms = shared.config.restart_window_ms,
+        fault_injection = shared.config.fault_injection,
         "uringnotes serving"
     );
     // The one line on stdout: scripts and tests wait for it.
@@ -165,7 +194,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let _ = std::io::stdout().flush();
     crate::sd_notify::notify("READY=1");
 
-    let mut exited = 0usize;
     loop {
         match events.recv() {
             Ok(Event::Signal(sig)) if sig == libc::SIGHUP => {
@@ -174,77 +202,47 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             Ok(Event::Signal(sig)) => {
                 tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
                 crate::sd_notify::notify("STOPPING=1");
-                shutdown_all(&shared);
-                let grace = Duration::from_millis(shared.config.shutdown_timeout_ms)
-                    + Duration::from_secs(5);
-                let deadline = Instant::now() + grace;
-                while exited < cores {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match events.recv_timeout(left) {
-                        Ok(Event::Exited { .. }) => exited += 1,
-                        Ok(_) => {}
-                        Err(_) => {
-                            tracing::error!("shards did not stop in time; exiting anyway");
-                            break;
-                        }
-                    }
-                }
+                watchdog.stop();
+                wait_stopped(&events, stop_wait);
                 tracing::info!("stopped");
                 return Ok(());
             }
-            Ok(Event::Exited { core, outcome }) => {
-                let reason = match outcome {
-                    Ok(()) => "its executor returned".to_string(),
-                    Err(e) => e,
-                };
-                shutdown_all(&shared);
-                return Err(ServerError::ShardDied { core, reason });
+            Ok(Event::Watchdog(Notice::Escalate {
+                core,
+                reason,
+                verdict,
+            })) => {
+                // The watchdog is already stopping every shard.
+                wait_stopped(&events, stop_wait);
+                return Err(ServerError::GaveUp {
+                    core,
+                    reason,
+                    verdict,
+                });
             }
-            Ok(Event::Ready(_)) => {}
-            Err(_) => return Ok(()),
+            Ok(Event::Watchdog(Notice::Stopped)) => return Err(ServerError::WatchdogDied),
+            Ok(Event::Watchdog(other)) => {
+                tracing::debug!(notice = ?other, "watchdog notice");
+            }
+            Err(_) => return Err(ServerError::WatchdogDied),
         }
     }
 }
 
-fn shutdown_all(shared: &Shared) {
-    for inbox in shared.inboxes.iter() {
-        inbox.request_shutdown();
+/// Waits (bounded) for the watchdog to report that every shard stopped.
+fn wait_stopped(events: &mpsc::Receiver<Event>, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Watchdog(Notice::Stopped)) => return,
+            Ok(_) => {}
+            Err(_) => {
+                tracing::error!("shards did not stop in time; exiting anyway");
+                return;
+            }
+        }
     }
-}
-
-fn spawn_shard(
-    shared: Arc<Shared>,
-    core: usize,
-    cpu: usize,
-    listener_fd: std::os::fd::RawFd,
-    events: mpsc::Sender<Event>,
-) -> Result<(), ServerError> {
-    let ready_tx = events.clone();
-    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-        .name(&format!("shard-{core}"))
-        .spawn(move || async move {
-            let ready = move || {
-                let _ = ready_tx.send(Event::Ready(core));
-            };
-            shard::run(shared, core, listener_fd, ready).await;
-        })
-        .map_err(|e| ServerError::ShardStart {
-            core,
-            reason: e.to_string(),
-        })?;
-    // glommio reports executor start-up failures (e.g. the memlock limit)
-    // only on join: a thread per shard joins it and reports the outcome.
-    std::thread::Builder::new()
-        .name(format!("join-{core}"))
-        .spawn(move || {
-            let outcome = handle.join().map_err(|e| e.to_string());
-            let _ = events.send(Event::Exited { core, outcome });
-        })
-        .map_err(|e| ServerError::ShardStart {
-            core,
-            reason: e.to_string(),
-        })?;
-    Ok(())
 }
 
 fn spawn_signal_thread(events: mpsc::Sender<Event>) {

@@ -11,19 +11,43 @@
 //! - one task per connection (`conn.rs`);
 //! - the log flusher (`store/writer.rs`), doing group commit;
 //! - the inbox consumer, indexing notes written through other cores;
-//! - the sweeper, enforcing connection deadlines.
+//! - the sweeper, enforcing connection deadlines, beating the heartbeat the
+//!   watchdog watches, and taking injected faults (`fault.rs`).
+//!
+//! A shard is one *incarnation* (`incarnation.rs`) of its core's server: the
+//! watchdog restarts a failed one as a new executor. Failure handling here:
+//! - a panic in a connection's handler is caught in `conn::serve` and
+//!   closes that connection only;
+//! - a panic in shard machinery (the tasks above) is caught at the task
+//!   boundary (`spawn_machinery`) and *crashes* the shard: it reports the
+//!   crash to the watchdog at once, shuts all its sockets, fails pending
+//!   writes, and ends every task before the executor returns. Ending every
+//!   task matters: glommio does not reliably drop the tasks still pending
+//!   when an executor returns or unwinds (some are dropped, others leak), so
+//!   their sockets, files and memory could leak (measured; see `watchdog.rs`);
+//! - every task is in glommio's default task queue: a panic in a task of a
+//!   non-default queue aborts the whole process (DataDog/glommio#689);
+//! - nothing here uses `spawn_blocking` (a panicking closure hangs its
+//!   caller); the one blocking job, rebuilding the index after a restart,
+//!   runs before the executor serves anything;
+//! - after the watchdog has replaced this incarnation (its lease is fenced,
+//!   see `store/lease.rs`), it numbers and writes no more notes, hands any
+//!   note it still finishes to its successor through the core's inbox,
+//!   keeps its hands off the core's metrics, and stops.
 //!
 //! Every note enters this core's index through [`Shard::index_note`], which
 //! also feeds the core's live subscribers (`feed.rs`, `GET /events`).
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, RawFd};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,19 +58,32 @@ use super::bufpool::BufferPool;
 use super::conn;
 use super::conn_table::{now_ms, ConnTable};
 use super::dispatch;
+use super::fault::{FaultCell, FaultKind, SLOW_RESPONSE_DELAY_MS};
 use super::feed::Feed;
 use super::inbox::{CoreMsg, Inbox};
+use super::incarnation::{ExitReason, Incarnation, Report, SocketRegistry};
 use crate::cluster::{Cluster, ClusterShared};
 use crate::config::{AckPolicy, Config};
 use crate::metrics::{AllMetrics, CoreMetrics};
 use crate::store::index::{Index, NoteRef};
+use crate::store::lease::SegmentNumbers;
 use crate::store::note::{self, Note, NoteId, Origin};
+use crate::store::recovery;
 use crate::store::writer::{LogWriter, WriteError};
+use crate::watchdog::Supervision;
 
-/// How often the sweeper checks connection deadlines (and heartbeats).
+/// How often the sweeper checks connection deadlines and beats the heartbeat.
 pub const SWEEP_INTERVAL_MS: u64 = 100;
 /// Free buffers kept per pool per core.
 const POOL_FREE_MAX: usize = 1024;
+/// Notes the inbox consumer takes per lease check.
+const INBOX_BATCH_MAX: usize = 256;
+/// A crashed or replaced shard waits at most this long for its connection
+/// tasks and its in-flight log write to end after shutting their sockets.
+const HARD_STOP_WAIT_MS: u64 = 2_000;
+/// Time allowed to the machinery tasks to end once the shard is done;
+/// those still running then are cancelled (dropped on this executor).
+const TASKS_END_WAIT_MS: u64 = 1_000;
 
 /// This node's identity.
 #[derive(Debug, Clone)]
@@ -56,7 +93,7 @@ pub struct NodeInfo {
 }
 
 /// What every shard can see. Immutable after start-up except for atomics,
-/// each of which has a single writing core.
+/// each of which has a single writing core, and the per-core slots below.
 pub struct Shared {
     pub config: Config,
     pub node: NodeInfo,
@@ -64,34 +101,83 @@ pub struct Shared {
     pub listen: SocketAddr,
     /// CPU each shard is pinned to.
     pub cpus: Vec<usize>,
+    /// One per core; a restarted shard consumes the same queue as its
+    /// predecessor (see `run_inbox`).
     pub inboxes: Arc<[Inbox]>,
     pub metrics: AllMetrics,
-    /// Bumped by each shard's sweeper; read by the watchdog.
-    pub heartbeats: Arc<[AtomicU64]>,
+    /// Per-core state that outlives a shard's incarnations.
+    pub cores: Box<[CoreSlot]>,
     /// The index as recovered at start-up; each shard starts from a copy.
     pub recovered: Index,
+    /// Per core, the first segment number written in this run (one above
+    /// the highest found at start-up).
     pub next_segment_by_core: rustc_hash::FxHashMap<u16, u32>,
     pub recovered_log_bytes: u64,
     pub started: Instant,
     pub cluster: ClusterShared,
 }
 
+/// What belongs to a core rather than to one executor serving it.
+pub struct CoreSlot {
+    /// The core's segment numbers, shared by all its writers.
+    pub segment_numbers: Arc<SegmentNumbers>,
+    /// A fault posted for this core (`--fault-injection` only).
+    pub fault: FaultCell,
+    /// Restarts and the last failure, written by the watchdog and read by
+    /// `/_status`: never touched on the request path.
+    pub supervision: Mutex<Supervision>,
+}
+
+impl CoreSlot {
+    pub fn new(next_segment: u32) -> CoreSlot {
+        CoreSlot {
+            segment_numbers: Arc::new(SegmentNumbers::new(next_segment)),
+            fault: FaultCell::default(),
+            supervision: Mutex::default(),
+        }
+    }
+}
+
+/// How far a shard is in stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// SIGTERM/SIGINT: stop accepting, let in-flight requests finish.
+    Graceful,
+    /// Crashed or replaced: shut every socket now.
+    Hard,
+}
+
 pub struct Shard {
     id: usize,
     shared: Arc<Shared>,
+    incarnation: Arc<Incarnation>,
     index: RefCell<Index>,
     /// Notes newly indexed here, for `GET /events` subscribers on this core.
     feed: Rc<Feed>,
     writer: Rc<LogWriter>,
-    /// Sequence number of the last note created by this core's stream.
-    seq_last: Cell<u64>,
     pub conns: ConnTable,
     pub read_pool: BufferPool,
     pub write_pool: BufferPool,
     /// Reusable buffer for rendering response bodies.
     scratch: RefCell<Vec<u8>>,
-    shutting_down: Cell<bool>,
-    shutdown_wakers: RefCell<Vec<Waker>>,
+    stop: Cell<Stop>,
+    /// Resolves `shutdown_signalled`: set when stopping begins.
+    stopping: Signal,
+    /// Set when the shard is done serving; the machinery tasks then end.
+    finished: Signal,
+    /// Why the shard crashed (the first reason wins).
+    crash: RefCell<Option<String>>,
+    /// The inbox consumer's waker, so the sweeper can wake it (see `run_inbox`).
+    inbox_waker: RefCell<Option<Waker>>,
+    /// Counters written once this incarnation was replaced, so that it no
+    /// longer disturbs the core's real ones (its successor writes those).
+    orphan_metrics: CoreMetrics,
+    /// Any per-request fault armed (`slow` or `handler-panic`): the one
+    /// check on the request path when fault injection is on.
+    request_faults_armed: Cell<bool>,
+    slow_until_ms: Cell<u64>,
+    panic_next_request: Cell<bool>,
     /// Writes waiting for peers' acknowledgements (woken by `CoreMsg::Replicated`).
     replication_waiters: RefCell<Vec<Waker>>,
     /// The cluster, on core 0 only.
@@ -103,6 +189,43 @@ pub struct Shard {
     served_by: &'static str,
     /// Per-core random state for dispatch decisions (xorshift).
     rng: Cell<u64>,
+}
+
+/// A one-shot, level-triggered event for tasks of one executor.
+#[derive(Default)]
+struct Signal {
+    set: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Signal {
+    fn raise(&self) {
+        if !self.set.replace(true) {
+            for w in self.wakers.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.get() {
+                return Poll::Ready(());
+            }
+            let mut wakers = self.wakers.borrow_mut();
+            // Tasks poll this repeatedly (the accept loop once per
+            // connection): keep one waker per task, not one per poll.
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 impl Shard {
@@ -145,6 +268,7 @@ impl Shard {
     pub async fn append_replicated(&self, payloads: &[&[u8]]) -> Result<(), WriteError> {
         self.writer.append_all(payloads).await
     }
+
     pub fn id(&self) -> usize {
         self.id
     }
@@ -161,8 +285,25 @@ impl Shard {
         &self.shared
     }
 
+    /// This core's counters; a throwaway set once this incarnation was
+    /// replaced (a relaxed load of the lease, on a line that is written only
+    /// when this core creates a note).
+    #[inline]
     pub fn metrics(&self) -> &CoreMetrics {
-        &self.shared.metrics[self.id]
+        if self.incarnation.superseded() {
+            &self.orphan_metrics
+        } else {
+            &self.shared.metrics[self.id]
+        }
+    }
+
+    /// This core's sockets, as the watchdog sees them.
+    pub fn sockets(&self) -> &SocketRegistry {
+        &self.incarnation.sockets
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.incarnation.generation
     }
 
     pub fn index(&self) -> Ref<'_, Index> {
@@ -200,7 +341,30 @@ impl Shard {
     }
 
     pub fn shutting_down(&self) -> bool {
-        self.shutting_down.get()
+        self.stop.get() != Stop::Running
+    }
+
+    /// True if a `slow` or `handler-panic` fault is armed on this shard.
+    #[inline]
+    pub fn request_faults_armed(&self) -> bool {
+        self.request_faults_armed.get()
+    }
+
+    /// Applies the armed per-request faults (see `fault.rs`) to the request
+    /// about to be handled.
+    pub async fn apply_request_faults(&self) {
+        if self.panic_next_request.replace(false) {
+            self.rearm_request_faults();
+            panic!("injected fault: handler-panic on shard {}", self.id);
+        }
+        if now_ms() < self.slow_until_ms.get() {
+            glommio::timer::sleep(Duration::from_millis(SLOW_RESPONSE_DELAY_MS)).await;
+        }
+    }
+
+    fn rearm_request_faults(&self) {
+        self.request_faults_armed
+            .set(self.panic_next_request.get() || now_ms() < self.slow_until_ms.get());
     }
 
     fn origin(&self) -> Origin {
@@ -215,12 +379,12 @@ impl Shard {
     pub async fn create_note(&self, text: String) -> Result<NoteRef, WriteError> {
         // A peer may hold notes of this stream that our log lost (damage);
         // never reuse their sequence numbers.
-        let seq = self
-            .seq_last
-            .get()
-            .max(self.index.borrow().seq_max(self.origin()))
-            + 1;
-        self.seq_last.set(seq);
+        let lease = &self.incarnation.lease;
+        lease.raise_floor(self.index.borrow().seq_max(self.origin()));
+        // Numbers come from the lease: none once the watchdog replaced us.
+        let Some(seq) = lease.next_seq() else {
+            return Err(WriteError::Restarting);
+        };
         let created_at_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -281,47 +445,137 @@ impl Shard {
                 inbox.send(CoreMsg::Note(note_ref.clone())).await;
             }
         }
-    }
-
-    fn begin_shutdown(&self) {
-        if !self.shutting_down.replace(true) {
-            tracing::debug!(core = self.id, "shard shutting down");
-            for w in self.shutdown_wakers.borrow_mut().drain(..) {
-                w.wake();
-            }
+        if !self.incarnation.lease.still_held() {
+            // Replaced while this note was being written: the successor may
+            // have rebuilt its index before the note was durable. It reads
+            // this core's inbox, so the note reaches it there.
+            self.shared.inboxes[self.id]
+                .send(CoreMsg::Note(note_ref))
+                .await;
         }
     }
 
-    /// Resolves once this shard has begun shutting down.
+    fn begin_stop(&self, stop: Stop) {
+        let was = self.stop.get();
+        if was == Stop::Hard || was == stop {
+            return;
+        }
+        tracing::debug!(core = self.id, stop = ?stop, "shard stopping");
+        self.stop.set(stop);
+        if stop == Stop::Hard {
+            // Whatever is still waiting for the log will not be written by
+            // this shard; without this, their tasks would never end.
+            self.writer.abandon(WriteError::Restarting);
+        }
+        self.stopping.raise();
+    }
+
+    /// Resolves once this shard has begun shutting down (for any reason).
     pub async fn shutdown_signalled(&self) {
-        poll_fn(|cx| {
-            if self.shutting_down.get() {
-                Poll::Ready(())
-            } else {
-                self.shutdown_wakers.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        self.stopping.wait().await
+    }
+
+    /// Stops an incarnation the watchdog has replaced (it had stalled).
+    fn stop_superseded(&self) {
+        if self.stop.get() != Stop::Hard {
+            tracing::warn!(
+                core = self.id,
+                generation = self.generation(),
+                "this executor was replaced by the watchdog while it was stalled; stopping it"
+            );
+            self.begin_stop(Stop::Hard);
+        }
+    }
+
+    fn superseded_or_stopping(&self) -> bool {
+        self.incarnation.superseded() || self.shutting_down()
+    }
+
+    /// Records a caught panic in shard machinery: reports it to the
+    /// watchdog at once and stops the shard hard.
+    fn crash(&self, reason: String) {
+        if self.crash.borrow().is_some() {
+            return;
+        }
+        tracing::error!(
+            core = self.id,
+            cpu = self.incarnation.cpu,
+            generation = self.incarnation.generation,
+            reason = %reason,
+            "shard crashed; closing its connections for the watchdog to restart it"
+        );
+        *self.crash.borrow_mut() = Some(reason.clone());
+        self.incarnation.report(Report::Crashed(reason));
+        self.begin_stop(Stop::Hard);
     }
 }
 
-/// Runs shard `id` until shutdown. `listener_fd` is this core's listening
-/// socket (ownership passes to the shard).
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Spawns a machinery task of `shard`: a panic in it is caught here and
+/// crashes the shard (an orderly stop, see the module doc) instead of
+/// unwinding the executor thread.
+fn spawn_machinery<F>(shard: &Rc<Shard>, name: &'static str, task: F) -> glommio::Task<()>
+where
+    F: Future<Output = ()> + 'static,
+{
+    let shard = Rc::clone(shard);
+    glommio::spawn_local(async move {
+        if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+            shard.crash(format!("{name} task panicked: {}", panic_message(&*panic)));
+        }
+    })
+}
+
+/// Runs one incarnation of a core's shard until it stops, crashes or is
+/// replaced. `listener_fd` is its listening socket (ownership passes to the
+/// shard; the watchdog registered it in the incarnation's socket registry).
 pub async fn run(
     shared: Arc<Shared>,
-    id: usize,
-    listener_fd: std::os::fd::RawFd,
-    ready: impl FnOnce(),
-) {
+    incarnation: Arc<Incarnation>,
+    listener_fd: RawFd,
+) -> ExitReason {
+    let id = incarnation.core;
     let config = &shared.config;
     let core = id as u16;
     let origin = Origin {
         node: shared.node.id,
         core,
     };
-    let index = shared.recovered.clone();
-    let seq_last = index.seq_max(origin);
+    let mut index = shared.recovered.clone();
+    if incarnation.generation > 0 {
+        // A restart: the index as found at start-up, plus everything
+        // written since, read back from the log. Notes that become durable
+        // while this runs reach the index through the inbox, which other
+        // cores (and a replaced predecessor) keep filling meanwhile.
+        match recovery::rescan_since(&shared.data_dir, &shared.next_segment_by_core, &mut index) {
+            Ok(report) => tracing::info!(
+                core = id,
+                generation = incarnation.generation,
+                segments = report.segments,
+                records = report.records,
+                notes = index.len(),
+                elapsed_ms = report.elapsed_ms,
+                "rebuilt the index of a restarted shard from the log"
+            ),
+            Err(e) => {
+                // SAFETY: the listener was handed to this shard, which has
+                // not adopted it; nobody else closes it.
+                incarnation.sockets.release_listener(listener_fd);
+                unsafe { libc::close(listener_fd) };
+                return ExitReason::Crashed(format!("cannot rebuild the index from the log: {e}"));
+            }
+        }
+    }
+    // Never reuse a number that is in the log already.
+    incarnation.lease.raise_floor(index.seq_max(origin));
     let read_buffer_bytes = config.header_bytes_max.max(16 * 1024);
     let shard = Rc::new(Shard {
         id,
@@ -330,18 +584,26 @@ pub async fn run(
         writer: LogWriter::new(
             shared.data_dir.clone(),
             core,
-            shared.next_segment_by_core.get(&core).copied().unwrap_or(1),
+            Arc::clone(&shared.cores[id].segment_numbers),
+            Arc::clone(&incarnation.lease),
             config.fsync,
             config.segment_bytes_max,
             Arc::clone(&shared.metrics),
         ),
-        seq_last: Cell::new(seq_last),
+        incarnation,
         conns: ConnTable::default(),
         read_pool: BufferPool::new(read_buffer_bytes, POOL_FREE_MAX),
         write_pool: BufferPool::new(16 * 1024, POOL_FREE_MAX),
         scratch: RefCell::new(Vec::with_capacity(64 * 1024)),
-        shutting_down: Cell::new(false),
-        shutdown_wakers: RefCell::default(),
+        stop: Cell::new(Stop::Running),
+        stopping: Signal::default(),
+        finished: Signal::default(),
+        crash: RefCell::default(),
+        inbox_waker: RefCell::default(),
+        orphan_metrics: CoreMetrics::default(),
+        request_faults_armed: Cell::new(false),
+        slow_until_ms: Cell::new(0),
+        panic_next_request: Cell::new(false),
         replication_waiters: RefCell::default(),
         cluster: RefCell::new(None),
         dispatch_pending: RefCell::default(),
@@ -350,10 +612,20 @@ pub async fn run(
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(shared.node.id)),
         shared,
     });
+    if shard.generation() > 0 {
+        // The predecessor's connections are gone (or no longer counted here).
+        shard.metrics().reset_for_restart();
+    }
 
-    glommio::spawn_local(Rc::clone(&shard.writer).run_flusher()).detach();
-    glommio::spawn_local(run_inbox(Rc::clone(&shard))).detach();
-    glommio::spawn_local(run_sweeper(Rc::clone(&shard))).detach();
+    let tasks = [
+        spawn_machinery(
+            &shard,
+            "log flusher",
+            Rc::clone(&shard.writer).run_flusher(),
+        ),
+        spawn_machinery(&shard, "inbox", run_inbox(Rc::clone(&shard))),
+        spawn_machinery(&shard, "sweeper", run_sweeper(Rc::clone(&shard))),
+    ];
     if id == 0 && shard.shared.config.peer_listen.is_some() {
         match Cluster::start(Rc::clone(&shard)) {
             Ok(cluster) => {
@@ -361,33 +633,131 @@ pub async fn run(
             }
             Err(e) => {
                 // Without its cluster a node would silently diverge: stop.
+                // (This panic unwinds the executor thread; the watchdog
+                // reports it, see `watchdog.rs`.)
                 tracing::error!(error = %e, "cannot start the cluster");
                 panic!("cannot start the cluster: {e}");
             }
         }
     }
 
-    // SAFETY: the fd is a listening socket created for this shard; the
-    // caller gave up ownership of it.
-    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
-    ready();
-    accept_loop(&shard, listener).await;
-    drain(&shard).await;
+    let listener = RegisteredListener {
+        sockets: shard.sockets(),
+        fd: listener_fd,
+        // SAFETY: the fd is a listening socket created for this shard; the
+        // caller gave up ownership of it.
+        listener: ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(listener_fd) }),
+    };
+    shard.incarnation.report(Report::Ready);
+    if let Err(panic) = AssertUnwindSafe(accept_loop(&shard, &listener.listener, listener_fd))
+        .catch_unwind()
+        .await
+    {
+        shard.crash(format!("accept loop panicked: {}", panic_message(&*panic)));
+    }
+    // Dropping the listener closes this core's socket; the kernel routes new
+    // connections to the other cores' sockets while they still listen.
+    drop(listener);
+
+    if shard.stop.get() == Stop::Hard {
+        hard_stop(&shard).await;
+    } else {
+        drain(&shard).await;
+    }
+    shard.finished.raise();
+    if let Some(w) = shard.inbox_waker.borrow().as_ref() {
+        w.wake_by_ref();
+    }
+    end_tasks(&shard, tasks).await;
+    // In case the flusher did not get to it (it crashed or was cancelled).
+    shard.writer.close_segment().await;
+
+    let reason = if let Some(reason) = shard.crash.take() {
+        ExitReason::Crashed(reason)
+    } else if shard.incarnation.superseded() {
+        ExitReason::Superseded
+    } else {
+        ExitReason::Stopped
+    };
+    tracing::debug!(core = id, reason = ?reason, "shard executor done");
+    reason
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
+/// The shard's listening socket, taken out of the socket registry before it
+/// is closed, however it is dropped: in order here, or by glommio tearing
+/// down an executor that unwound (which drops some of its tasks and leaks
+/// others). The watchdog closes what is still registered after the thread
+/// ended, so a descriptor closed without being released first would be
+/// closed twice (and the second time, it may be another socket's number).
+struct RegisteredListener<'s> {
+    sockets: &'s SocketRegistry,
+    fd: RawFd,
+    listener: ManuallyDrop<TcpListener>,
+}
+
+impl Drop for RegisteredListener<'_> {
+    fn drop(&mut self) {
+        self.sockets.release_listener(self.fd);
+        // SAFETY: dropped exactly once, here, after the release.
+        unsafe { ManuallyDrop::drop(&mut self.listener) };
+    }
+}
+
+/// Waits (bounded) for the machinery tasks to end, then cancels the rest:
+/// a task still pending when the executor returns would never be dropped.
+async fn end_tasks(shard: &Rc<Shard>, tasks: [glommio::Task<()>; 3]) {
+    let deadline = Instant::now() + Duration::from_millis(TASKS_END_WAIT_MS);
+    for mut task in tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ended = async {
+            (&mut task).await;
+            true
+        }
+        .or(async {
+            glommio::timer::sleep(left).await;
+            false
+        })
+        .await;
+        if !ended {
+            tracing::warn!(
+                core = shard.id,
+                "a shard task did not end in time; cancelling it"
+            );
+            // Waits until this executor has dropped the task's future.
+            task.cancel().await;
+        }
+    }
+}
+
+/// Accepts connections until the shard stops.
+///
+/// On stop, the listening socket is shut down (`SHUT_RD`) instead of the
+/// pending accept being dropped: glommio accepts with io_uring, and an
+/// accept already in the kernel can still take a connection after its
+/// future was dropped; glommio then discards that descriptor without
+/// closing it, and its client hangs. Shut down, the accept fails instead.
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, listener_fd: RawFd) {
     let config = shard.config();
     loop {
-        let accepted = async { Some(listener.accept().await) }
+        let accepted = listener
+            .accept()
             .or(async {
                 shard.shutdown_signalled().await;
-                None
+                // SAFETY: shutdown(2) on this shard's own listening socket.
+                unsafe { libc::shutdown(listener_fd, libc::SHUT_RD) };
+                std::future::pending().await
             })
             .await;
+        if shard.incarnation.superseded() {
+            // Replaced while stalled: this executor must not serve anything
+            // more (an accepted connection is closed by being dropped).
+            shard.stop_superseded();
+            break;
+        }
         let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
+            Ok(stream) => stream,
+            Err(_) if shard.shutting_down() => break,
+            Err(e) => {
                 let io: std::io::Error = e.into();
                 tracing::warn!(core = shard.id, error = %io, "accept failed");
                 // Out of descriptors or memory: back off instead of spinning;
@@ -396,16 +766,19 @@ async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
                 continue;
             }
         };
+        if shard.stop.get() == Stop::Hard {
+            // Crashing: dropping it closes it.
+            break;
+        }
         if shard.conns.open_count() >= config.connections_max_per_core {
             shard.metrics().add_connections_rejected(1);
             conn::reject_overloaded(stream);
             continue;
         }
+        // While stopping gracefully, a connection accepted just before the
+        // socket was shut down is still served (with `Connection: close`).
         glommio::spawn_local(conn::serve(Rc::clone(shard), stream)).detach();
     }
-    // Dropping the listener closes this core's socket; the kernel routes new
-    // connections to the other cores' sockets while they still listen.
-    drop(listener);
 }
 
 /// Lets in-flight requests finish (bounded), then flushes the log.
@@ -413,6 +786,10 @@ async fn drain(shard: &Rc<Shard>) {
     let grace = Duration::from_millis(shard.config().shutdown_timeout_ms);
     let started = Instant::now();
     while shard.conns.open_count() > 0 && started.elapsed() < grace {
+        if shard.stop.get() == Stop::Hard {
+            // Crashed or replaced while draining.
+            return hard_stop(shard).await;
+        }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     if shard.conns.open_count() > 0 {
@@ -421,52 +798,133 @@ async fn drain(shard: &Rc<Shard>) {
             open = shard.conns.open_count(),
             "shutdown grace period over; closing remaining connections"
         );
+        shard.conns.shut_all();
     }
     shard.writer.stop();
     shard.writer.flushed().await;
 }
 
+/// Stops a crashed or replaced shard: every connection's socket is shut
+/// both ways (their tasks see EOF or EPIPE and end), pending appends were
+/// failed already (`begin_stop`), and the write in flight, if any, is let
+/// finish: its buffer belongs to the kernel until it completes.
+async fn hard_stop(shard: &Rc<Shard>) {
+    shard.conns.shut_all();
+    let deadline = Instant::now() + Duration::from_millis(HARD_STOP_WAIT_MS);
+    while shard.conns.open_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let flushed = async {
+        shard.writer.flushed().await;
+        true
+    }
+    .or(async {
+        glommio::timer::sleep(left).await;
+        false
+    })
+    .await;
+    if shard.conns.open_count() > 0 || !flushed {
+        // Their tasks stay pending and glommio will not drop them; the
+        // watchdog closes their sockets once this thread has ended.
+        tracing::warn!(
+            core = shard.id,
+            open = shard.conns.open_count(),
+            log_write_pending = !flushed,
+            "a stopping shard still had work after {HARD_STOP_WAIT_MS} ms; leaving it behind"
+        );
+    }
+}
+
+/// Indexes the notes other cores queue for this one.
+///
+/// The queue belongs to the core, not to this incarnation: after a restart
+/// the successor consumes the same queue, so nothing queued meanwhile is
+/// lost. A replaced incarnation must not eat its successor's notes: after
+/// taking a batch it checks its lease (an RMW, see `store/lease.rs`); if
+/// fenced, it puts the batch back and ends. If the check passes, the fence
+/// (and the successor's rescan of the log, which follows it) comes after:
+/// those notes, durable before they were queued, are in the rescan.
 async fn run_inbox(shard: Rc<Shard>) {
     let inbox = &shard.shared.inboxes[shard.id];
+    // However this task ends (returns, panics, is cancelled), its waker
+    // must leave the shared inbox on this thread (see `Inbox::unregister`).
+    struct Unregister<'a>(&'a Inbox, &'a RefCell<Option<Waker>>);
+    impl Drop for Unregister<'_> {
+        fn drop(&mut self) {
+            if let Some(own) = self.1.take() {
+                self.0.unregister(&own);
+            }
+        }
+    }
+    let _unregister = Unregister(inbox, &shard.inbox_waker);
+    let mut batch: Vec<CoreMsg> = Vec::with_capacity(INBOX_BATCH_MAX);
     loop {
+        if shard.finished.is_set() || shard.incarnation.superseded() {
+            return;
+        }
         let mut received = 0u64;
-        while let Some(msg) = inbox.try_recv() {
-            match msg {
-                CoreMsg::Note(note_ref) => {
-                    shard.index_note(note_ref);
-                    received += 1;
+        loop {
+            while batch.len() < INBOX_BATCH_MAX {
+                match inbox.try_recv() {
+                    Some(msg) => batch.push(msg),
+                    None => break,
                 }
-                CoreMsg::Replicated => {
-                    for w in shard.replication_waiters.borrow_mut().drain(..) {
-                        w.wake();
+            }
+            if batch.is_empty() {
+                break;
+            }
+            if !shard.incarnation.lease.still_held() {
+                // Everything queued for this core is the successor's.
+                for msg in batch.drain(..) {
+                    inbox.send(msg).await;
+                }
+                return;
+            }
+            for msg in batch.drain(..) {
+                match msg {
+                    CoreMsg::Note(note_ref) => {
+                        shard.index_note(note_ref);
+                        received += 1;
                     }
-                }
-                CoreMsg::Dispatch(job) => {
-                    glommio::spawn_local(dispatch::execute(Rc::clone(&shard), job)).detach();
-                }
-                CoreMsg::DispatchReply { token, reply } => dispatch::deliver(&shard, token, reply),
-                CoreMsg::Forward { node, core, job } => match shard.cluster() {
-                    Some(cluster) => cluster.forward(node, core, *job),
-                    None => dispatch::fail(&shard, *job, "this node has no cluster"),
-                },
-                CoreMsg::PeerReply { node, id, reply } => {
-                    if let Some(cluster) = shard.cluster() {
-                        cluster.reply_to_peer(node, id, reply);
+                    CoreMsg::Replicated => {
+                        for w in shard.replication_waiters.borrow_mut().drain(..) {
+                            w.wake();
+                        }
+                    }
+                    CoreMsg::Dispatch(job) => {
+                        glommio::spawn_local(dispatch::execute(Rc::clone(&shard), job)).detach();
+                    }
+                    CoreMsg::DispatchReply { token, reply } => {
+                        dispatch::deliver(&shard, token, reply)
+                    }
+                    CoreMsg::Forward { node, core, job } => match shard.cluster() {
+                        Some(cluster) => cluster.forward(node, core, *job),
+                        None => dispatch::fail(&shard, *job, "this node has no cluster"),
+                    },
+                    CoreMsg::PeerReply { node, id, reply } => {
+                        if let Some(cluster) = shard.cluster() {
+                            cluster.reply_to_peer(node, id, reply);
+                        }
                     }
                 }
             }
-            if received % 1024 == 1023 {
-                glommio::yield_if_needed().await;
-            }
+            glommio::yield_if_needed().await;
         }
         let metrics = shard.metrics();
         metrics.add_notes_received_from_cores(received);
         metrics.set_inbox_depth(inbox.len() as u64);
         if inbox.shutdown_requested() {
-            shard.begin_shutdown();
+            shard.begin_stop(Stop::Graceful);
         }
         poll_fn(|cx| {
+            if shard.finished.is_set() || shard.incarnation.superseded() {
+                // Never register once replaced: the inbox's one waker slot
+                // belongs to the successor now.
+                return Poll::Ready(());
+            }
             inbox.register(cx.waker());
+            *shard.inbox_waker.borrow_mut() = Some(cx.waker().clone());
             let shutdown_news = inbox.shutdown_requested() && !shard.shutting_down();
             if !inbox.is_empty() || shutdown_news {
                 Poll::Ready(())
@@ -478,13 +936,83 @@ async fn run_inbox(shard: Rc<Shard>) {
     }
 }
 
+/// Every `SWEEP_INTERVAL_MS`: cuts connections past their deadlines, beats
+/// the heartbeat, and applies injected faults.
 async fn run_sweeper(shard: Rc<Shard>) {
+    let inbox = &shard.shared.inboxes[shard.id];
     loop {
-        glommio::timer::sleep(Duration::from_millis(SWEEP_INTERVAL_MS)).await;
+        let tick = async {
+            glommio::timer::sleep(Duration::from_millis(SWEEP_INTERVAL_MS)).await;
+            true
+        }
+        .or(async {
+            shard.finished.wait().await;
+            false
+        })
+        .await;
+        if !tick {
+            return;
+        }
+        if shard.incarnation.superseded() {
+            shard.stop_superseded();
+        }
         let cut = shard.conns.sweep(now_ms(), shard.shutting_down());
         if cut > 0 {
             shard.metrics().add_connections_timed_out(cut);
         }
-        shard.shared.heartbeats[shard.id].fetch_add(1, Ordering::Relaxed);
+        shard.incarnation.beat();
+        // A safety net for the inbox: a replaced predecessor waking up could
+        // have overwritten the inbox's waker just before it noticed.
+        if !inbox.is_empty() {
+            if let Some(w) = shard.inbox_waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+        if shard.config().fault_injection {
+            apply_shard_fault(&shard);
+        }
+    }
+}
+
+/// Makes the fault posted for this core happen here (see `fault.rs`).
+fn apply_shard_fault(shard: &Rc<Shard>) {
+    if shard.request_faults_armed.get() {
+        shard.rearm_request_faults();
+    }
+    if shard.superseded_or_stopping() {
+        return;
+    }
+    let Some((kind, duration_ms)) = shard.shared.cores[shard.id].fault.take() else {
+        return;
+    };
+    tracing::warn!(
+        core = shard.id,
+        kind = kind.label(),
+        duration_ms,
+        "injecting a fault"
+    );
+    match kind {
+        FaultKind::Panic => panic!("injected fault: panic in shard {} machinery", shard.id),
+        FaultKind::Unwind => {
+            // Deliberately not a machinery task: nothing catches this panic,
+            // so it unwinds the executor thread. glommio polls a new task
+            // once right away, inside its spawner's poll (`spawn_and_run`):
+            // the panic must come on a later poll to escape to the executor.
+            let core = shard.id;
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                panic!("injected fault: uncaught panic on shard {core}");
+            })
+            .detach();
+        }
+        FaultKind::Stall => std::thread::sleep(Duration::from_millis(duration_ms)),
+        FaultKind::Slow => {
+            shard.slow_until_ms.set(now_ms() + duration_ms);
+            shard.request_faults_armed.set(true);
+        }
+        FaultKind::HandlerPanic => {
+            shard.panic_next_request.set(true);
+            shard.request_faults_armed.set(true);
+        }
     }
 }

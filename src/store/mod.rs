@@ -6,11 +6,14 @@
 //! - [`recovery`]: rebuilding the index from the segments at start-up.
 //! - [`writer`]: one core's appender with group commit.
 //! - [`index`]: one core's in-memory view of all notes.
+//! - [`lease`]: who may number and append a core's stream (fencing a
+//!   replaced writer), and the core's segment numbers.
 //!
 //! This module also owns the data directory itself ([`DataDir`]): its lock,
 //! so two servers never write the same log, and the node id.
 
 pub mod index;
+pub mod lease;
 pub mod note;
 pub mod record;
 pub mod recovery;

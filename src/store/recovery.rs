@@ -9,7 +9,10 @@
 //!   scanning forward) is skipped and reported; the records after it are
 //!   kept. The damaged note can only come back from a replica.
 //!
-//! Runs once, on the main thread, before any executor starts.
+//! [`recover`] runs once, on the main thread, before any executor starts.
+//! [`rescan_since`] runs when the watchdog restarts a shard: it reads only
+//! the segments written since start-up, without repairing anything, while
+//! the other cores keep appending to theirs.
 
 use std::fs;
 use std::io;
@@ -51,6 +54,58 @@ pub struct Recovered {
 /// Scans `data_dir/log`, repairing tails in place when `repair` is true.
 pub fn recover(data_dir: &Path, repair: bool) -> Result<Recovered, StoreError> {
     let started = Instant::now();
+    let segments = list_segments(data_dir)?;
+    let mut index = Index::new();
+    let mut next_segment_by_core: FxHashMap<u16, u32> = FxHashMap::default();
+    let mut report = RecoveryReport::default();
+    for (core, number, path) in &segments {
+        let next = next_segment_by_core.entry(*core).or_insert(1);
+        *next = (*next).max(number + 1);
+        scan_segment(path, repair, &mut index, &mut report)?;
+    }
+    report.segments = segments.len();
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(Recovered {
+        index,
+        next_segment_by_core,
+        report,
+    })
+}
+
+/// Adds to `index` every record of the segments created since start-up:
+/// those numbered at or above `first_segment_by_core[core]` (every segment
+/// of a core missing from the map). `index` is expected to hold what
+/// [`recover`] found at start-up; together they are the whole log.
+///
+/// Never repairs: other cores append to their segments while this reads
+/// them, so a torn record at a tail is usually a write still in progress.
+/// Such a record is not yet acknowledged nor sent to any core's inbox; it
+/// reaches the caller through its inbox once it is durable.
+pub fn rescan_since(
+    data_dir: &Path,
+    first_segment_by_core: &FxHashMap<u16, u32>,
+    index: &mut Index,
+) -> Result<RecoveryReport, StoreError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
+    for (core, number, path) in list_segments(data_dir)? {
+        if number < first_segment_by_core.get(&core).copied().unwrap_or(1) {
+            continue;
+        }
+        match scan_segment(&path, false, index, &mut report) {
+            Ok(()) => report.segments += 1,
+            // A segment another core is creating right now may not be
+            // visible yet; anything else is a real error.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The segments in `data_dir/log` as (core, number, path), in order.
+fn list_segments(data_dir: &Path) -> Result<Vec<(u16, u32, PathBuf)>, StoreError> {
     let dir = segment::log_dir(data_dir);
     let mut segments: Vec<(u16, u32, PathBuf)> = Vec::new();
     match fs::read_dir(&dir) {
@@ -67,22 +122,7 @@ pub fn recover(data_dir: &Path, repair: bool) -> Result<Recovered, StoreError> {
         Err(e) => return Err(StoreError::io("listing", &dir, e)),
     }
     segments.sort();
-
-    let mut index = Index::new();
-    let mut next_segment_by_core: FxHashMap<u16, u32> = FxHashMap::default();
-    let mut report = RecoveryReport::default();
-    for (core, number, path) in &segments {
-        let next = next_segment_by_core.entry(*core).or_insert(1);
-        *next = (*next).max(number + 1);
-        scan_segment(path, repair, &mut index, &mut report)?;
-    }
-    report.segments = segments.len();
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(Recovered {
-        index,
-        next_segment_by_core,
-        report,
-    })
+    Ok(segments)
 }
 
 fn scan_segment(
@@ -167,4 +207,70 @@ fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("truncating", path, e))?;
     file.sync_all()
         .map_err(|e| StoreError::io("syncing", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::note::{self, Note, NoteId, Origin};
+    use crate::store::record;
+
+    fn payload(core: u16, seq: u64) -> Vec<u8> {
+        note::archive(&Note {
+            id: NoteId {
+                origin: Origin { node: 1, core },
+                seq,
+            },
+            created_at_us: seq,
+            text: format!("note {core}-{seq}"),
+        })
+    }
+
+    fn write_segment(data_dir: &Path, core: u16, number: u32, seqs: &[u64], tail: &[u8]) {
+        let mut bytes = segment::header().to_vec();
+        for &seq in seqs {
+            record::encode_into(&mut bytes, &payload(core, seq));
+        }
+        bytes.extend_from_slice(tail);
+        let dir = segment::log_dir(data_dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(segment::file_name(core, number)), bytes).unwrap();
+    }
+
+    #[test]
+    fn rescan_reads_only_this_runs_segments_and_repairs_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        // Found at start-up: core 0 segment 1, core 1 segment 1.
+        write_segment(data, 0, 1, &[1, 2], &[]);
+        write_segment(data, 1, 1, &[1], &[]);
+        let recovered = recover(data, true).unwrap();
+        assert_eq!(recovered.index.len(), 3);
+        // Written since: core 0 segment 2 (with a record still being
+        // appended: its tail is torn), core 2 segment 1 (a core that had no
+        // segment at start-up).
+        let mut torn = Vec::new();
+        record::encode_into(&mut torn, &payload(0, 5));
+        torn.truncate(torn.len() - 3);
+        write_segment(data, 0, 2, &[3, 4], &torn);
+        write_segment(data, 2, 1, &[1], &[]);
+        let seg = segment::log_dir(data).join(segment::file_name(0, 2));
+        let len_before = fs::metadata(&seg).unwrap().len();
+
+        let mut index = recovered.index.clone();
+        let report = rescan_since(data, &recovered.next_segment_by_core, &mut index).unwrap();
+        assert_eq!(report.segments, 2, "only this run's segments are read");
+        assert_eq!(report.records, 3);
+        assert_eq!(index.len(), 6);
+        assert_eq!(index.seq_max(Origin { node: 1, core: 0 }), 4);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            len_before,
+            "a tail being appended must not be cut"
+        );
+        // Records already known are ignored, not doubled.
+        let again = rescan_since(data, &recovered.next_segment_by_core, &mut index).unwrap();
+        assert_eq!(again.duplicates, 3);
+        assert_eq!(index.len(), 6);
+    }
 }

@@ -13,16 +13,25 @@
 //!   the batch, never swallowed;
 //! - the file never holds a partial batch after a failed write: the writer
 //!   truncates back to the last good length, and after an fsync failure
-//!   (when the kernel may have dropped dirty pages) it moves to a new segment.
+//!   (when the kernel may have dropped dirty pages) it moves to a new segment;
+//! - nothing is written once the core's [`StreamLease`] is fenced (the
+//!   watchdog replaced this shard): a batch found fenced fails as a whole,
+//!   and segment numbers come from the core's shared [`SegmentNumbers`], so
+//!   a replaced writer that wakes up can never touch its successor's file;
+//! - every append gets an outcome, even when the writer stops or its
+//!   flusher task dies: [`LogWriter::abandon`] and the flusher's batch guard
+//!   fail what can no longer be written.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
+use super::lease::{SegmentNumbers, StreamLease};
 use super::record;
 use super::segment;
 use crate::config::FsyncPolicy;
@@ -31,6 +40,10 @@ use crate::metrics::{AllMetrics, CoreMetrics};
 /// Upper bound on bytes in one batch; appends beyond it wait for the next one.
 /// Bounds the memory of a batch and the latency added to its first writer.
 pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Segment names tried (each a fresh number) before a roll gives up when
+/// names are taken already.
+const SEGMENT_CREATE_ATTEMPTS_MAX: u32 = 16;
 
 /// Why an append was not made durable. Cheap to clone: every append of a
 /// failed batch gets a copy.
@@ -42,6 +55,9 @@ pub enum WriteError {
     Io(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// This core's shard was replaced after a failure (its lease is fenced).
+    #[error("this core is restarting after a failure")]
+    Restarting,
 }
 
 impl WriteError {
@@ -62,6 +78,36 @@ struct Completion {
     waker: Cell<Option<Waker>>,
 }
 
+impl Completion {
+    fn complete(&self, outcome: Result<(), WriteError>) {
+        self.outcome.set(Some(outcome));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The appends of the batch being written. If the flusher's future is
+/// dropped mid-write (its task panicked or was cancelled), they are failed
+/// instead of waiting forever.
+struct InFlight(Vec<Rc<Completion>>);
+
+impl InFlight {
+    fn complete(mut self, outcome: Result<(), WriteError>) {
+        for c in self.0.drain(..) {
+            c.complete(outcome.clone());
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for c in self.0.drain(..) {
+            c.complete(Err(WriteError::Io("the log writer stopped".into())));
+        }
+    }
+}
+
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
@@ -79,13 +125,16 @@ struct OpenSegment {
 pub struct LogWriter {
     data_dir: PathBuf,
     core: u16,
+    /// Fenced when the watchdog replaces this shard: then nothing more is written.
+    lease: Arc<StreamLease>,
     fsync: FsyncPolicy,
     segment_bytes_max: u64,
     /// All cores' metrics; this writer updates only `metrics[core]`.
     metrics: AllMetrics,
     open: RefCell<Batch>,
     segment: RefCell<Option<OpenSegment>>,
-    next_segment: Cell<u32>,
+    /// This core's segment numbers, shared with every incarnation of this writer.
+    segment_numbers: Arc<SegmentNumbers>,
     flusher: Cell<Option<Waker>>,
     /// Set while a batch is being written; `Batch::bytes` is then the next batch.
     flushing: Cell<bool>,
@@ -99,7 +148,8 @@ impl LogWriter {
     pub fn new(
         data_dir: PathBuf,
         core: u16,
-        next_segment: u32,
+        segment_numbers: Arc<SegmentNumbers>,
+        lease: Arc<StreamLease>,
         fsync: FsyncPolicy,
         segment_bytes_max: u64,
         metrics: AllMetrics,
@@ -107,12 +157,13 @@ impl LogWriter {
         Rc::new(LogWriter {
             data_dir,
             core,
+            lease,
             fsync,
             segment_bytes_max,
             metrics,
             open: RefCell::default(),
             segment: RefCell::new(None),
-            next_segment: Cell::new(next_segment),
+            segment_numbers,
             flusher: Cell::new(None),
             flushing: Cell::new(false),
             stopped: Cell::new(false),
@@ -182,50 +233,101 @@ impl LogWriter {
         .await
     }
 
-    /// Refuses further appends (those already queued are still written).
+    /// Refuses further appends (those already queued are still written,
+    /// then the flusher ends).
     pub fn stop(&self) {
         self.stopped.set(true);
         for w in self.room_waiters.borrow_mut().drain(..) {
             w.wake();
         }
+        if let Some(w) = self.flusher.take() {
+            w.wake();
+        }
     }
 
-    /// The flusher: runs for the life of the shard, one batch at a time.
+    /// Stops and fails every append not yet being written with `error`
+    /// (a shard stopping after a failure does not wait for them).
+    pub fn abandon(&self, error: WriteError) {
+        self.stop();
+        let batch = std::mem::take(&mut *self.open.borrow_mut());
+        for c in batch.completions {
+            c.complete(Err(error.clone()));
+        }
+        self.wake_idle_waiters();
+    }
+
+    fn wake_idle_waiters(&self) {
+        if !self.flushing.get() && self.open.borrow().completions.is_empty() {
+            for w in self.idle_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// The flusher: one batch at a time until the writer is stopped and
+    /// nothing is left to write.
     pub async fn run_flusher(self: Rc<Self>) {
         loop {
-            poll_fn(|cx| {
-                if self.open.borrow().completions.is_empty() {
+            let proceed = poll_fn(|cx| {
+                if !self.open.borrow().completions.is_empty() {
+                    Poll::Ready(true)
+                } else if self.stopped.get() {
+                    Poll::Ready(false)
+                } else {
                     self.flusher.set(Some(cx.waker().clone()));
                     Poll::Pending
-                } else {
-                    Poll::Ready(())
                 }
             })
             .await;
+            if !proceed {
+                self.close_segment().await;
+                self.wake_idle_waiters();
+                return;
+            }
             let batch = std::mem::take(&mut *self.open.borrow_mut());
             for w in self.room_waiters.borrow_mut().drain(..) {
                 w.wake();
             }
+            let in_flight = InFlight(batch.completions);
             self.flushing.set(true);
             let records = batch.records;
-            let outcome = self.write_batch(batch.bytes).await;
+            let outcome = if self.lease.is_fenced() {
+                // Replaced by the watchdog: the successor owns this core's
+                // stream now. Not one more byte from us.
+                Err(WriteError::Restarting)
+            } else {
+                self.write_batch(batch.bytes).await
+            };
             self.flushing.set(false);
             match &outcome {
                 Ok(()) => self.core_metrics().add_records_durable(records),
+                Err(WriteError::Restarting) => {}
                 Err(e) => {
                     tracing::error!(core = self.core, records, error = %e, "log write failed; the batch is not acknowledged");
                     self.core_metrics().add_write_errors(1);
                 }
             }
-            for c in batch.completions {
-                c.outcome.set(Some(outcome.clone()));
-                if let Some(w) = c.waker.take() {
-                    w.wake();
+            in_flight.complete(outcome);
+            self.wake_idle_waiters();
+        }
+    }
+
+    /// Closes the open segment, waiting for the close. Dropping a glommio
+    /// file only queues its close on the executor's ring, which never
+    /// happens if the executor is about to end (a restarted shard would
+    /// leak the descriptor). Idempotent; a no-op while a write holds the file.
+    pub async fn close_segment(&self) {
+        let segment = self.segment.borrow_mut().take();
+        if let Some(segment) = segment {
+            match Rc::try_unwrap(segment.file) {
+                Ok(file) => {
+                    if let Err(e) = file.close().await {
+                        tracing::warn!(core = self.core, segment = segment.number, error = %e, "closing a log segment failed");
+                    }
                 }
-            }
-            if self.open.borrow().completions.is_empty() {
-                for w in self.idle_waiters.borrow_mut().drain(..) {
-                    w.wake();
+                Err(file) => {
+                    // A write still uses it: put it back for that write.
+                    self.segment.replace(Some(OpenSegment { file, ..segment }));
                 }
             }
         }
@@ -290,16 +392,31 @@ impl LogWriter {
     /// Opens the next segment, writing and syncing its header and directory entry.
     async fn roll(&self) -> Result<(), WriteError> {
         let dir = segment::log_dir(&self.data_dir);
-        let number = self.next_segment.get();
-        let path = dir.join(segment::file_name(self.core, number));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .buffered_open(&path)
-            .await
-            .map_err(|e| WriteError::from_glommio("creating segment", e))?;
-        // The number is used even if the rest fails: never reuse a name.
-        self.next_segment.set(number + 1);
+        // A number is used once, even if creating its file fails (numbers
+        // come from the core's allocator, shared by all its writers). A name
+        // that exists already is skipped.
+        let mut attempts = 0;
+        let (number, path, file) = loop {
+            let number = self.segment_numbers.allocate();
+            let path = dir.join(segment::file_name(self.core, number));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .buffered_open(&path)
+                .await
+            {
+                Ok(file) => break (number, path, file),
+                Err(e) => {
+                    let io: std::io::Error = e.into();
+                    attempts += 1;
+                    if io.kind() != std::io::ErrorKind::AlreadyExists
+                        || attempts >= SEGMENT_CREATE_ATTEMPTS_MAX
+                    {
+                        return Err(WriteError::Io(format!("creating segment: {io}")));
+                    }
+                }
+            }
+        };
         let result = self.finish_new_segment(file, &dir, number).await;
         if result.is_err() {
             // Don't leave a segment without a synced header behind.

@@ -188,9 +188,32 @@ impl Server {
 
     /// All notes via the JSON API, following cursors.
     pub fn all_notes(&self) -> Vec<serde_json::Value> {
+        self.connect().all_notes()
+    }
+
+    /// The exit status, waiting up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Client {
+    /// All notes as this connection's core sees them, following cursors.
+    pub fn all_notes(&mut self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         let mut before: Option<String> = None;
-        let mut client = self.connect();
+        let client = self;
         loop {
             let path = match &before {
                 Some(b) => format!("/notes?limit=1000&before={b}"),
@@ -211,6 +234,17 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // The server's side of a failed test.
+            let stderr = self.stderr();
+            let lines: Vec<&str> = stderr.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "--- server stderr (last {} lines) ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
@@ -248,15 +282,33 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
+        Client::try_connect(addr, Duration::from_secs(20)).expect("connect")
+    }
+
+    /// Connects with a read timeout; an error instead of a panic.
+    pub fn try_connect(addr: SocketAddr, read_timeout: Duration) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(read_timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
             stream,
             buf: Vec::new(),
-        }
+        })
+    }
+
+    /// One request; `None` if the connection failed or closed before a
+    /// whole response arrived.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Response> {
+        self.stream
+            .write_all(&build_request(method, path, headers, body))
+            .ok()?;
+        self.read_response_for(method == "HEAD")
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
