@@ -31,9 +31,17 @@ fn serve_option_keys() -> Vec<String> {
     let mut keys: Vec<String> = help
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("--"))
-        .map(|f| f.trim_end_matches([',', '=']).replace('-', "_"))
+        .map(|f| {
+            f.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .replace('-', "_")
+        })
         // `--no-served-by` sets `served_by = false`.
         .map(|k| k.strip_prefix("no_").map_or(k.clone(), str::to_string))
+        // Duration flags (`--stall-timeout 1s`) set `*_ms` keys in the file.
+        .map(|k| match k.as_str() {
+            "stall_timeout" | "restart_window" => format!("{k}_ms"),
+            _ => k,
+        })
         .filter(|k| !k.is_empty() && k != "help" && k != "config")
         .collect();
     keys.sort();

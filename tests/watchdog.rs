@@ -39,7 +39,14 @@ const REQUESTS_PER_CONNECTION: u64 = 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn start(data: &Path, extra: &[&str]) -> Server {
-    let args = [&["--cores", "2", "--fault-injection"][..], extra].concat();
+    // The production default stall timeout (the harness relaxes it for
+    // other tests), unless the scenario sets its own.
+    let stall: &[&str] = if extra.contains(&"--stall-timeout") {
+        &[]
+    } else {
+        &["--stall-timeout", "1s"]
+    };
+    let args = [&["--cores", "2", "--fault-injection"][..], stall, extra].concat();
     Server::start_in(data, &args)
 }
 

@@ -65,6 +65,13 @@ impl Server {
         if !extra.contains(&"--listen") {
             cmd.arg("--listen").arg("127.0.0.1:0");
         }
+        // Tests run many debug-build servers at once on two CPUs; under that
+        // oversubscription a healthy shard can miss the production 1 s
+        // heartbeat deadline and be restarted, which drops its connections.
+        // Tests that exercise the watchdog set their own stall timeout.
+        if !extra.contains(&"--stall-timeout") {
+            cmd.arg("--stall-timeout").arg("10s");
+        }
         cmd.arg("--data-dir")
             .arg(data_dir)
             .args(extra)
