@@ -7,6 +7,11 @@
 //! `data-since`, the creation time of its newest note, for the stream to
 //! replay anything added since).
 //!
+//! The newest page (no `before`) is cached per core: it changes only when
+//! a note is added (the index only grows, so its length identifies its
+//! state) or the cluster view is republished, and serving it is then a copy
+//! of the rendered body: reads vastly outnumber writes.
+//!
 //! Every piece of note text goes through `html_escape_into`, so a note is
 //! always shown as text, never interpreted as markup; the
 //! Content-Security-Policy header is the second line of defence. Rendering
@@ -38,6 +43,13 @@ const PAGE_HEADERS: [(&str, &str); 3] = [
     ("Referrer-Policy", "same-origin"),
 ];
 
+/// The rendered newest page of one core, and what it was rendered from.
+pub struct PageCache {
+    notes: usize,
+    view: std::sync::Arc<crate::cluster::ClusterView>,
+    body: Vec<u8>,
+}
+
 /// `GET /`.
 pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
     let mut before: Option<NoteId> = None;
@@ -55,6 +67,24 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         }
     }
     let index = shard.index();
+    let cluster = &shard.shared().cluster;
+    // The membership as last published (a lock-free load, no copy).
+    let view = cluster.view.load_full();
+    if before.is_none() {
+        if let Some(cached) = shard.page_cache.borrow().as_ref() {
+            if cached.notes == index.len() && std::sync::Arc::ptr_eq(&cached.view, &view) {
+                response::write(
+                    out,
+                    mode,
+                    200,
+                    "text/html; charset=utf-8",
+                    &PAGE_HEADERS,
+                    &cached.body,
+                );
+                return Reply::new(Route::Page, 200);
+            }
+        }
+    }
     let Some(newest) = index.newest(before.as_ref()) else {
         return error(
             out,
@@ -65,9 +95,6 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     };
     let config = shard.config();
     let node = shard.node();
-    let cluster = &shard.shared().cluster;
-    // The membership as last published (a lock-free load, no copy).
-    let view = cluster.view.load();
     let node_name = |id: u32| -> Option<&str> {
         if id == node.id {
             return Some(&node.name);
@@ -190,5 +217,23 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         &PAGE_HEADERS,
         &page,
     );
+    if before.is_none() {
+        let mut cache = shard.page_cache.borrow_mut();
+        match cache.as_mut() {
+            Some(c) => {
+                c.body.clear();
+                c.body.extend_from_slice(&page);
+                c.notes = index.len();
+                c.view = view;
+            }
+            None => {
+                *cache = Some(PageCache {
+                    notes: index.len(),
+                    view,
+                    body: page.clone(),
+                })
+            }
+        }
+    }
     Reply::new(Route::Page, 200)
 }

@@ -161,6 +161,8 @@ pub struct Shard {
     pub write_pool: BufferPool,
     /// Reusable buffer for rendering response bodies.
     scratch: RefCell<Vec<u8>>,
+    /// The newest notes page as last rendered (see `routes/page.rs`).
+    pub page_cache: RefCell<Option<crate::routes::page::PageCache>>,
     stop: Cell<Stop>,
     /// Resolves `shutdown_signalled`: set when stopping begins.
     stopping: Signal,
@@ -595,6 +597,7 @@ pub async fn run(
         read_pool: BufferPool::new(read_buffer_bytes, POOL_FREE_MAX),
         write_pool: BufferPool::new(16 * 1024, POOL_FREE_MAX),
         scratch: RefCell::new(Vec::with_capacity(64 * 1024)),
+        page_cache: RefCell::new(None),
         stop: Cell::new(Stop::Running),
         stopping: Signal::default(),
         finished: Signal::default(),
