@@ -1,13 +1,15 @@
 //! Command-line interface: subcommands and their flags (clap).
 //!
 //! Flags of `serve` mirror the fields of [`Config`]; each one given on the
-//! command line overrides the config file.
+//! command line overrides the config file. The flags of `bench` live with
+//! the load generator (`bench/args.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::args::BenchArgs;
 use crate::config::{Config, ConfigError, FsyncPolicy};
 
 #[derive(Debug, Parser)]
@@ -26,6 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the notes server.
     Serve(Box<ServeArgs>),
+    /// Load-test an HTTP server (closed loop or constant rate) and report
+    /// latency percentiles; `bench compare A.json B.json` compares two runs.
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +153,9 @@ mod tests {
             "1",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
         let cfg = args.to_config().unwrap();
         assert_eq!(cfg.listen.port(), 0);
         assert_eq!(cfg.cores, 1);

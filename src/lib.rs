@@ -10,9 +10,11 @@
 //!   recovery) and in memory (the per-core index).
 //! - [`metrics`]: per-core counters and their Prometheus rendering.
 //! - [`encoding`]: escaping and form decoding at the edges.
+//! - [`bench`]: the built-in load generator (`uringnotes bench`).
 //!
 //! `ARCHITECTURE.md` follows one request and one note through these files.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod encoding;

@@ -9,9 +9,11 @@ use uringnotes::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
+        // The load generator prints its own report and errors; it logs nothing.
+        Command::Bench(args) => uringnotes::bench::main(*args),
         Command::Serve(args) => {
+            init_logging();
             let config = match args.to_config() {
                 Ok(c) => c,
                 Err(e) => {
