@@ -10,7 +10,9 @@
 
 use std::fmt::Write as _;
 
-use super::report::{fmt_bytes, fmt_secs, fmt_us, group, group_f, LatencyReport, RunReport};
+use super::report::{
+    fmt_bytes, fmt_secs, fmt_us, group, group_f, plural, LatencyReport, RunReport,
+};
 use crate::encoding::html_escape_into;
 
 /// Plot size in SVG user units (the page scales it to the window width).
@@ -56,10 +58,10 @@ pub fn page(r: &RunReport) -> String {
     );
     let _ = write!(
         out,
-        "<p>{}<br>{} connections on {} threads, pipeline {}, {} measured{}; started {} on {} ({}, {} CPUs).</p>",
+        "<p>{}<br>{} on {}, pipeline {}, {} measured{}; started {} on {} ({}, {} CPUs).</p>",
         esc(&r.mode_description()),
-        group(r.connections as u64),
-        r.threads,
+        plural(r.connections as u64, "connection"),
+        plural(r.threads as u64, "thread"),
         r.pipeline,
         fmt_secs(r.duration_s),
         if r.warmup_s > 0.0 {
@@ -77,9 +79,9 @@ pub fn page(r: &RunReport) -> String {
     latency_plot(&mut out, r);
     out.push_str("<h2>Throughput over time</h2>");
     throughput_plot(&mut out, r);
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<p class=\"note\">uringnotes {} · latency of 2xx responses in an HdrHistogram with 3 significant digits, microsecond resolution.</p></main></body></html>\n",
+        "<p class=\"note\">uringnotes {} · latency of 2xx responses in an HdrHistogram with 3 significant digits, microsecond resolution.</p></main></body></html>",
         esc(&r.version)
     );
     out

@@ -96,9 +96,7 @@ pub fn parse_spec(spec: &str) -> Result<Vec<EntrySpec>, MixError> {
                     })?;
                 (p, weight)
             }
-            Some((_, w)) if w.is_empty() => {
-                return Err(err(format!("{item:?} ends in ':' without a weight")))
-            }
+            Some((_, "")) => return Err(err(format!("{item:?} ends in ':' without a weight"))),
             _ => (rest, 1),
         };
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -232,7 +230,7 @@ impl Mix {
             return 0;
         }
         let total = *self.cumulative.last().unwrap_or(&1);
-        let r = (rng.next() % u64::from(total)) as u32;
+        let r = (rng.next_u64() % u64::from(total)) as u32;
         self.cumulative.iter().position(|&c| r < c).unwrap_or(0)
     }
 }
@@ -248,7 +246,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;

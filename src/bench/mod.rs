@@ -153,7 +153,7 @@ enum Event {
     Ready,
     Done {
         executor: usize,
-        outcome: Result<Option<Stats>, String>,
+        outcome: Result<Option<Box<Stats>>, String>,
     },
 }
 
@@ -283,7 +283,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
             match outcome {
                 Ok(Some(stats)) => match &mut merged {
                     Some(m) => m.merge(&stats),
-                    None => merged = Some(stats),
+                    None => merged = Some(*stats),
                 },
                 Ok(None) => {}
                 Err(reason) => {
@@ -332,7 +332,11 @@ fn spawn_executor(
     };
     let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("bench-{executor}"))
-        .spawn(move || executor_main(plan, executor, live, ready_tx, start_rx))
+        .spawn(move || async move {
+            executor_main(plan, executor, live, ready_tx, start_rx)
+                .await
+                .map(Box::new)
+        })
         .map_err(|e| spawn_err(e.to_string()))?;
     // glommio reports start-up failures (e.g. the memlock limit) only on
     // join: a thread per executor joins it and reports the outcome.

@@ -316,9 +316,9 @@ pub fn text(r: &RunReport) -> String {
     let cpus: Vec<String> = r.cpus.iter().map(|c| c.to_string()).collect();
     let _ = writeln!(
         out,
-        "  load       {} connections on {} threads (CPUs {}), pipeline {}, {}{warmup}, timeout {}",
-        group(r.connections as u64),
-        r.threads,
+        "  load       {} on {} (CPUs {}), pipeline {}, {}{warmup}, timeout {}",
+        plural(r.connections as u64, "connection"),
+        plural(r.threads as u64, "thread"),
         cpus.join(","),
         r.pipeline,
         fmt_secs(r.duration_s),

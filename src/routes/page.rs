@@ -14,7 +14,8 @@ use crate::encoding::{self, html_escape_into};
 use crate::http::response::{self, ResponseMode};
 use crate::http::HttpError;
 use crate::metrics::Route;
-use crate::server::shard::Shard;
+use crate::server::shard::{NodeInfo, Shard};
+use crate::store::index::NoteRef;
 use crate::store::note::NoteId;
 
 const STYLE: &str = "\
@@ -58,8 +59,40 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         );
     };
     let config = shard.config();
-    let node = shard.node();
+    let context = PageContext {
+        node: shard.node(),
+        page_notes: config.page_notes,
+        note_text_bytes_max: config.note_text_bytes_max,
+        total_notes: index.len(),
+        older_page: before.is_some(),
+    };
     let mut page = shard.scratch();
+    render(&mut page, newest, &context);
+    response::write(out, mode, 200, "text/html; charset=utf-8", &[], &page);
+    Reply::new(Route::Page, 200)
+}
+
+/// What a page shows besides the notes themselves.
+pub struct PageContext<'a> {
+    pub node: &'a NodeInfo,
+    /// Most notes on one page; more get an "Older notes" link.
+    pub page_notes: usize,
+    /// The form's `maxlength`.
+    pub note_text_bytes_max: usize,
+    /// Notes on this node, for the footer.
+    pub total_notes: usize,
+    /// This page starts after a `before` cursor (it links back to the newest).
+    pub older_page: bool,
+}
+
+/// Renders the page into `page` (cleared first) from `newest`, the notes
+/// newest first. Reads each note in place; linear in the notes shown.
+/// Separate from [`index`] so it can be measured on its own (`benches/`).
+pub fn render<'n>(
+    page: &mut Vec<u8>,
+    newest: impl Iterator<Item = &'n NoteRef>,
+    context: &PageContext<'_>,
+) {
     page.clear();
     page.extend_from_slice(b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>uringnotes</title><style>");
@@ -71,14 +104,14 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     let _ = write!(
         page,
         "<textarea id=\"text\" name=\"text\" required maxlength=\"{}\"></textarea>",
-        config.note_text_bytes_max
+        context.note_text_bytes_max
     );
     page.extend_from_slice(b"<button type=\"submit\">Add note</button></form><ol id=\"notes\">");
     let mut shown = 0usize;
     let mut last: Option<NoteId> = None;
     let mut more = false;
     for note_ref in newest {
-        if shown == config.page_notes {
+        if shown == context.page_notes {
             more = true;
             break;
         }
@@ -86,7 +119,7 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         let id = note.id();
         let created = SystemTime::UNIX_EPOCH + Duration::from_micros(note.created_at_us());
         let _ = write!(page, "<li id=\"n-{id}\"><p>");
-        html_escape_into(&mut page, note.text());
+        html_escape_into(page, note.text());
         let _ = write!(
             page,
             "</p><small><time datetime=\"{}\">{}</time> · node {:08x}</small></li>",
@@ -106,18 +139,16 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
             page,
             "<nav><a href=\"/?before={id}\" rel=\"next\">Older notes</a></nav>"
         );
-    } else if before.is_some() {
+    } else if context.older_page {
         page.extend_from_slice(b"<nav><a href=\"/\">Newest notes</a></nav>");
     }
     page.extend_from_slice(b"<footer>node ");
-    html_escape_into(&mut page, &node.name);
+    html_escape_into(page, &context.node.name);
     let _ = writeln!(
         page,
         " ({:08x}) · {} notes · uringnotes {}</footer></main></body></html>",
-        node.id,
-        index.len(),
+        context.node.id,
+        context.total_notes,
         env!("CARGO_PKG_VERSION")
     );
-    response::write(out, mode, 200, "text/html; charset=utf-8", &[], &page);
-    Reply::new(Route::Page, 200)
 }
