@@ -16,15 +16,17 @@ PEER_DIR=$PERF_DIR/peers/hyper-notes
 PEER_BIN=$OUT_DIR/target-peers/release/hyper-notes
 CLK_TCK=$(getconf CLK_TCK)
 
+# Command prefixes (arrays, not functions: a background job started through
+# a function would be a subshell, and $! its PID instead of the server's).
 if (($(nproc) >= 2)); then
     SERVER_CPU=${SERVER_CPU:-0}
     CLIENT_CPU=${CLIENT_CPU:-1}
-    on_server_cpu() { taskset -c "$SERVER_CPU" "$@"; }
-    on_client_cpu() { taskset -c "$CLIENT_CPU" "$@"; }
+    ON_SERVER_CPU=(taskset -c "$SERVER_CPU")
+    ON_CLIENT_CPU=(taskset -c "$CLIENT_CPU")
 else
     echo "perf: only one CPU: server and load generator share it (numbers are not comparable to pinned runs)" >&2
-    on_server_cpu() { "$@"; }
-    on_client_cpu() { "$@"; }
+    ON_SERVER_CPU=()
+    ON_CLIENT_CPU=()
 fi
 
 log() { echo "perf: $*" >&2; }
@@ -79,7 +81,7 @@ start_uringnotes() {
     local name=$1 port=$2
     shift 2
     rm -rf "$OUT_DIR/data-$name"
-    on_server_cpu "$BIN" serve --listen "127.0.0.1:$port" --cores 1 \
+    "${ON_SERVER_CPU[@]}" "$BIN" serve --listen "127.0.0.1:$port" --cores 1 \
         --data-dir "$OUT_DIR/data-$name" "$@" >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" &
     STARTED_PIDS+=("$!")
     wait_for_line "$OUT_DIR/$name.out" "listening on"
@@ -89,7 +91,7 @@ start_uringnotes() {
 start_peer() {
     local port=$1
     rm -f "$OUT_DIR/peer-notes.log"
-    on_server_cpu env TOKIO_WORKER_THREADS=1 "$PEER_BIN" "127.0.0.1:$port" "$OUT_DIR/peer-notes.log" \
+    "${ON_SERVER_CPU[@]}" env TOKIO_WORKER_THREADS=1 "$PEER_BIN" "127.0.0.1:$port" "$OUT_DIR/peer-notes.log" \
         >"$OUT_DIR/peer.out" 2>"$OUT_DIR/peer.err" &
     STARTED_PIDS+=("$!")
     wait_for_line "$OUT_DIR/peer.out" "listening on"
@@ -128,7 +130,7 @@ http {
     }
 }
 EOF
-    on_server_cpu /usr/sbin/nginx -c "$conf/nginx.conf" -e "$conf/error.log" >"$OUT_DIR/nginx.out" 2>&1 &
+    "${ON_SERVER_CPU[@]}" /usr/sbin/nginx -c "$conf/nginx.conf" -e "$conf/error.log" >"$OUT_DIR/nginx.out" 2>&1 &
     STARTED_PIDS+=("$!")
     for _ in $(seq 100); do
         curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && return 0
@@ -150,11 +152,20 @@ stop_all() {
     STARTED_PIDS=()
 }
 
-# cpu_ticks PID: utime + stime of the process and its children processes
+# descendants PID: PID and every process below it.
+descendants() {
+    local p
+    echo "$1"
+    for p in $(pgrep -P "$1" || true); do
+        descendants "$p"
+    done
+}
+
+# cpu_ticks PID: utime + stime of the process and all its descendants
 # (nginx's worker), in clock ticks.
 cpu_ticks() {
     local pid=$1 total=0 p
-    for p in "$pid" $(pgrep -P "$pid" || true); do
+    for p in $(descendants "$pid"); do
         # Fields after the command name (which may contain spaces): utime is
         # the 12th, stime the 13th after the closing parenthesis.
         local rest
