@@ -15,8 +15,10 @@ use super::schedule::Mode;
 use super::url::{self, UrlError};
 use super::{Outputs, Plan};
 
-/// Most connections of one run.
-pub const CONNECTIONS_MAX: usize = 100_000;
+/// Most connections of one run. One address can take about this many from
+/// one client IP before the ephemeral port range runs out; each costs a
+/// descriptor and a 32 KiB read buffer.
+pub const CONNECTIONS_MAX: usize = 60_000;
 /// Most requests in flight per connection with `--pipeline`.
 pub const PIPELINE_MAX: usize = 1024;
 /// Highest total `--rate`, requests per second.

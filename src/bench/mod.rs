@@ -170,6 +170,9 @@ pub fn main(args: BenchArgs) -> ExitCode {
     if let Err(e) = probe(&plan) {
         return fail(EXIT_BAD_INPUT, &e);
     }
+    // Every connection is a descriptor; the default soft limit (1024) is
+    // below a benchmark's usual connection counts.
+    crate::server::raise_nofile_limit();
     let outcome = match run(Arc::clone(&plan)) {
         Ok(o) => o,
         Err(e) => return fail(EXIT_FAILED, &e),
