@@ -1,6 +1,7 @@
 //! One benchmark connection: the loop that sends requests and reads answers.
 //!
-//! Each connection is a task on its executor ([`Conn::run`]). It keeps its
+//! Each connection is a task on its load thread's event loop
+//! (`reactor.rs`, [`Conn::run`]). It keeps its
 //! socket open (keep-alive) and reconnects only when the server closed it or
 //! a request failed. Per request it costs one `send` (a whole pipelined batch
 //! is one `send` too), usually one `recv`, two clock reads and one histogram
@@ -25,10 +26,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
-use glommio::net::TcpStream;
-
 use super::mix::Rng;
+use super::reactor::{sleep_until, Reactor, Socket};
 use super::response::{Next, ResponseReader};
 use super::schedule::{Mode, RateSchedule, Window};
 use super::stats::{ErrorKind, Stats};
@@ -36,14 +35,13 @@ use super::Plan;
 
 /// Pause after a failed connect before the next attempt.
 pub const CONNECT_RETRY_MS: u64 = 10;
-/// Shortest read timeout handed to the socket (glommio refuses zero).
-const READ_TIMEOUT_MIN: Duration = Duration::from_micros(100);
 
-/// What all connections of one executor share: the plan, the run's window
-/// and the executor's statistics (single-threaded: a `RefCell`, never held
-/// across an await).
+/// What all connections of one load thread share: the plan, the event
+/// loop, the run's window and the thread's statistics (single-threaded: a
+/// `RefCell`, never held across an await).
 pub struct ExecutorCtx {
     pub plan: Arc<Plan>,
+    pub reactor: Rc<Reactor>,
     pub window: Window,
     pub stats: RefCell<Stats>,
 }
@@ -73,7 +71,7 @@ pub struct Conn {
     ctx: Rc<ExecutorCtx>,
     /// This connection's index among all connections of the run.
     index: u32,
-    stream: Option<TcpStream>,
+    stream: Option<Socket>,
     reader: ResponseReader,
     /// Requests about to be sent (reused, so no allocation per request).
     wbuf: Vec<u8>,
@@ -84,7 +82,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(ctx: Rc<ExecutorCtx>, index: u32, stream: Option<TcpStream>, seed: u64) -> Conn {
+    pub fn new(ctx: Rc<ExecutorCtx>, index: u32, stream: Option<Socket>, seed: u64) -> Conn {
         let pipeline = ctx.plan.pipeline;
         Conn {
             ctx,
@@ -107,7 +105,7 @@ impl Conn {
         let left = self.inflight.len() as u64;
         self.ctx.stats.borrow_mut().abandoned += left;
         if let Some(stream) = self.stream.take() {
-            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+            stream.shutdown();
         }
     }
 
@@ -151,7 +149,7 @@ impl Conn {
             }
             let now = Instant::now();
             if due > now {
-                glommio::timer::sleep(due - now).await;
+                sleep_until(&self.ctx.reactor, due).await;
             }
             schedule.advance();
             self.wbuf.clear();
@@ -187,7 +185,7 @@ impl Conn {
     /// Opens the connection; on failure fails the queued requests and waits
     /// a little before the caller tries again.
     async fn connect(&mut self) -> bool {
-        match connect(&self.ctx.plan).await {
+        match connect(&self.ctx.reactor, &self.ctx.plan).await {
             Ok(stream) => {
                 self.stream = Some(stream);
                 self.reader.reset();
@@ -195,7 +193,8 @@ impl Conn {
             }
             Err(_) => {
                 self.fail_inflight(ErrorKind::Connect, Instant::now());
-                glommio::timer::sleep(Duration::from_millis(CONNECT_RETRY_MS)).await;
+                let retry = Instant::now() + Duration::from_millis(CONNECT_RETRY_MS);
+                sleep_until(&self.ctx.reactor, retry).await;
                 false
             }
         }
@@ -203,12 +202,13 @@ impl Conn {
 
     /// Sends the write buffer; on failure the connection is dropped.
     async fn send(&mut self) -> bool {
-        let Some(stream) = self.stream.as_mut() else {
+        let Some(stream) = self.stream.as_ref() else {
             return false;
         };
-        match stream.write_all(&self.wbuf).await {
+        let at = self.inflight.back().map_or_else(Instant::now, |r| r.sent);
+        let deadline = (at + self.ctx.plan.timeout).min(self.ctx.window.end);
+        match stream.write_all(&self.wbuf, deadline).await {
             Ok(()) => {
-                let at = self.inflight.back().map_or_else(Instant::now, |r| r.sent);
                 self.ctx
                     .stats
                     .borrow_mut()
@@ -261,11 +261,10 @@ impl Conn {
                 self.drop_connection(ErrorKind::Timeout, now);
                 return ReadOutcome::Dropped;
             }
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(stream) = self.stream.as_ref() else {
                 return ReadOutcome::Dropped;
             };
-            let _ = stream.set_read_timeout(Some((deadline - now).max(READ_TIMEOUT_MIN)));
-            let result = stream.read(self.reader.space()).await;
+            let result = stream.read(self.reader.space(), deadline).await;
             now = Instant::now();
             match result {
                 Ok(0) => {
@@ -315,10 +314,6 @@ impl Conn {
 }
 
 /// Opens one connection to the plan's target (bounded by `--timeout`).
-pub async fn connect(plan: &Plan) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(plan.target.addr, plan.timeout)
-        .await
-        .map_err(io::Error::from)?;
-    stream.set_nodelay(true).map_err(io::Error::from)?;
-    Ok(stream)
+pub async fn connect(reactor: &Rc<Reactor>, plan: &Plan) -> io::Result<Socket> {
+    Socket::connect(reactor, plan.target.addr, Instant::now() + plan.timeout).await
 }

@@ -1,24 +1,26 @@
 //! `uringnotes bench`: a built-in HTTP/1.1 load generator.
 //!
-//! Thread-per-core like the server: one glommio executor pinned to each CPU
+//! Thread-per-core like the server: one load thread pinned to each CPU
 //! given by `--threads` (by default every CPU the process may run on, so a
 //! `taskset` is respected), each running its share of the connections as
-//! tasks. Each executor records into its own [`stats::Stats`]; nothing is
-//! shared on the request path. The main thread only orchestrates:
+//! tasks on its own epoll event loop ([`reactor`]; why not glommio is
+//! explained there). Each thread records into its own [`stats::Stats`];
+//! nothing is shared on the request path. The main thread only orchestrates:
 //!
 //! 1. validate the arguments ([`args`]) and check that the target answers
 //!    a TCP connect (bad input of either kind: one line, exit 2);
-//! 2. start the executors; each opens its connections, reports ready and
+//! 2. start the load threads; each opens its connections, reports ready and
 //!    waits for the common start instant, so connection set-up is not
-//!    measured and all executors start together;
+//!    measured and all threads start together;
 //! 3. while they run, print live progress on stderr if it is a terminal
 //!    ([`progress`]);
-//! 4. merge the executors' statistics and report: text on stdout
+//! 4. merge the threads' statistics and report: text on stdout
 //!    ([`report`]), optionally JSON, HdrHistogram `.hgrm` and a
 //!    self-contained HTML page ([`html`]).
 //!
 //! Rooms: [`url`] (the target), [`mix`] (what to send), [`schedule`] (when,
-//! and from when latency counts), [`client`] (the connection loop),
+//! and from when latency counts), [`reactor`] (the event loop), [`client`]
+//! (the connection loop),
 //! [`response`] (reading answers), [`stats`] (what is counted), [`report`],
 //! [`html`], [`compare`] (two runs side by side).
 
@@ -28,6 +30,7 @@ pub mod compare;
 pub mod html;
 pub mod mix;
 pub mod progress;
+pub mod reactor;
 pub mod report;
 pub mod response;
 pub mod schedule;
@@ -42,7 +45,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 use args::{BenchArgs, BenchCommand};
@@ -55,20 +57,20 @@ use url::Target;
 /// Exit code for bad input (arguments, unreachable target).
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code when the run happened but no request succeeded, or the
-/// benchmark itself failed (an executor did not start, a file not written).
+/// benchmark itself failed (a load thread did not start, a file not written).
 pub const EXIT_FAILED: u8 = 1;
-/// Time allowed for the executors to start and open their connections,
+/// Time allowed for the load threads to start and open their connections,
 /// on top of one `--timeout`.
 const STARTUP_SLACK: Duration = Duration::from_secs(30);
 /// Delay between "everyone is ready" and the common start, so every
-/// executor has received the start instant before it passes.
+/// thread has received the start instant before it passes.
 const START_DELAY: Duration = Duration::from_millis(20);
-/// How often executors publish their counts for the progress line.
+/// How often load threads publish their counts for the progress line.
 const PROGRESS_TICK: Duration = Duration::from_millis(500);
 /// Longest a TCP connect to the target may take before the run is refused.
 const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(5);
 
-/// Everything a run needs, validated. Immutable and shared by all executors.
+/// Everything a run needs, validated. Immutable and shared by all load threads.
 #[derive(Debug)]
 pub struct Plan {
     pub target: Target,
@@ -81,7 +83,7 @@ pub struct Plan {
     pub warmup: Duration,
     /// Longest wait for a connect or a whole response.
     pub timeout: Duration,
-    /// One executor per entry, pinned to that CPU.
+    /// One load thread per entry, pinned to that CPU.
     pub cpus: Vec<usize>,
     pub outputs: Outputs,
     /// Show live progress on stderr.
@@ -105,13 +107,13 @@ pub enum BenchError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("load executor {executor} (CPU {cpu}) failed: {reason}")]
+    #[error("load thread {executor} (CPU {cpu}) failed: {reason}")]
     Executor {
         executor: usize,
         cpu: usize,
         reason: String,
     },
-    #[error("load executors did not start within {0:?}")]
+    #[error("load threads did not start within {0:?}")]
     StartTimeout(Duration),
     #[error("cannot write {path}: {source}")]
     Write {
@@ -129,8 +131,8 @@ pub struct Outcome {
     pub client_cpu: Duration,
 }
 
-/// What an executor publishes for the progress line (written by that
-/// executor only, every [`PROGRESS_TICK`]).
+/// What a load thread publishes for the progress line (written by that
+/// thread only, every [`PROGRESS_TICK`]).
 #[derive(Debug)]
 pub struct Live {
     pub responses: AtomicU64,
@@ -148,7 +150,7 @@ impl Live {
     }
 }
 
-/// What the main thread hears from the executors.
+/// What the main thread hears from the load threads.
 enum Event {
     Ready,
     Done {
@@ -327,100 +329,106 @@ fn spawn_executor(
     events: mpsc::Sender<Event>,
     start_rx: mpsc::Receiver<Instant>,
 ) -> Result<(), BenchError> {
-    let ready_tx = events.clone();
-    let spawn_err = |reason: String| BenchError::Executor {
-        executor,
-        cpu,
-        reason,
-    };
-    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-        .name(&format!("bench-{executor}"))
-        .spawn(move || async move {
-            executor_main(plan, executor, live, ready_tx, start_rx)
-                .await
-                .map(Box::new)
-        })
-        .map_err(|e| spawn_err(e.to_string()))?;
-    // glommio reports start-up failures (e.g. the memlock limit) only on
-    // join: a thread per executor joins it and reports the outcome.
     std::thread::Builder::new()
-        .name(format!("bench-join-{executor}"))
+        .name(format!("bench-{executor}"))
         .spawn(move || {
-            let outcome = handle.join().map_err(|e| e.to_string());
+            let ready = events.clone();
+            let body = std::panic::AssertUnwindSafe(|| {
+                load_thread(plan, executor, cpu, live, ready, start_rx)
+            });
+            let outcome = match std::panic::catch_unwind(body) {
+                Ok(result) => result.map(|stats| stats.map(Box::new)),
+                Err(_) => Err("panicked".to_string()),
+            };
             let _ = events.send(Event::Done { executor, outcome });
         })
-        .map_err(|e| spawn_err(e.to_string()))?;
-    Ok(())
+        .map(drop)
+        .map_err(|e| BenchError::Executor {
+            executor,
+            cpu,
+            reason: e.to_string(),
+        })
 }
 
-/// One executor: opens its connections, waits for the common start, runs
-/// them, and returns its statistics (`None` if the run was called off
-/// before it started).
-async fn executor_main(
+/// One load thread: pins itself, opens its connections, waits for the
+/// common start, runs them, and returns its statistics (`None` if the run
+/// was called off before it started).
+fn load_thread(
     plan: Arc<Plan>,
     executor: usize,
+    cpu: usize,
     live: Arc<Live>,
     ready: mpsc::Sender<Event>,
     start_rx: mpsc::Receiver<Instant>,
-) -> Option<Stats> {
+) -> Result<Option<Stats>, String> {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        return Err(format!("cannot pin the thread to CPU {cpu}"));
+    }
+    // Timed waits as exact as the kernel allows: the default 50 µs timer
+    // slack would delay every paced request in constant-rate mode.
+    // SAFETY: prctl on the calling thread with plain integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    let reactor = reactor::Reactor::new().map_err(|e| format!("epoll: {e}"))?;
     let executors = plan.cpus.len();
-    // Round-robin, so in rate mode each executor's due times are spread
+    // Round-robin, so in rate mode each thread's due times are spread
     // evenly over the run rather than bunched.
     let indexes: Vec<u32> = (executor..plan.connections)
         .step_by(executors)
         .map(|g| g as u32)
         .collect();
-    let connecting: Vec<_> = indexes
-        .iter()
-        .map(|_| {
-            let plan = Arc::clone(&plan);
-            glommio::spawn_local(async move { client::connect(&plan).await.ok() })
+    // Connect up-front, concurrently, outside the measurement.
+    let streams: Rc<RefCell<Vec<Option<reactor::Socket>>>> =
+        Rc::new(RefCell::new((0..indexes.len()).map(|_| None).collect()));
+    let connecting: Vec<reactor::Task> = (0..indexes.len())
+        .map(|i| {
+            let (plan, reactor, streams) =
+                (Arc::clone(&plan), Rc::clone(&reactor), Rc::clone(&streams));
+            Box::pin(async move {
+                let stream = client::connect(&reactor, &plan).await.ok();
+                streams.borrow_mut()[i] = stream;
+            }) as reactor::Task
         })
         .collect();
-    let mut streams = Vec::with_capacity(indexes.len());
-    for task in connecting {
-        streams.push(task.await);
-    }
+    reactor::run(&reactor, connecting).map_err(|e| format!("event loop: {e}"))?;
+    let streams = std::mem::take(&mut *streams.borrow_mut());
     let _ = ready.send(Event::Ready);
-    // Blocking this executor's thread is fine here: its only tasks (the
-    // connects) are done, and every executor waits for the same instant.
-    let start = start_rx.recv().ok()?;
+    // Every thread waits for the same instant (or the main thread gave up).
+    let Ok(start) = start_rx.recv() else {
+        return Ok(None);
+    };
     let window = Window::new(start, plan.warmup, plan.duration);
     let entries = plan.mix.entries.len();
     let rate_mode = matches!(plan.mode, Mode::Rate { .. });
     let progress = plan.progress;
     let ctx = Rc::new(ExecutorCtx {
         plan,
+        reactor: Rc::clone(&reactor),
         window,
         stats: RefCell::new(Stats::new(entries, rate_mode)),
     });
-    let now = Instant::now();
-    if start > now {
-        glommio::timer::sleep(start - now).await;
+    let mut tasks: Vec<reactor::Task> = Vec::with_capacity(indexes.len() + 1);
+    for (index, stream) in indexes.into_iter().zip(streams) {
+        let conn = Conn::new(Rc::clone(&ctx), index, stream, 0x5eed_0000);
+        let reactor = Rc::clone(&reactor);
+        tasks.push(Box::pin(async move {
+            reactor::sleep_until(&reactor, start).await;
+            conn.run().await;
+        }));
     }
-    let ticker = progress.then(|| glommio::spawn_local(publish(Rc::clone(&ctx), live)));
-    let conns: Vec<_> = indexes
-        .into_iter()
-        .zip(streams)
-        .map(|(index, stream)| {
-            let conn = Conn::new(Rc::clone(&ctx), index, stream, 0x5eed_0000);
-            glommio::spawn_local(conn.run())
-        })
-        .collect();
-    for conn in conns {
-        conn.await;
+    if progress {
+        tasks.push(Box::pin(publish(Rc::clone(&ctx), live)));
     }
-    if let Some(t) = ticker {
-        t.cancel().await;
-    }
+    reactor::run(&reactor, tasks).map_err(|e| format!("event loop: {e}"))?;
     let empty = Stats::new(entries, rate_mode);
-    Some(ctx.stats.replace(empty))
+    Ok(Some(ctx.stats.replace(empty)))
 }
 
-/// Publishes this executor's counts for the progress line until the run ends.
+/// Publishes this thread's counts for the progress line until the run ends.
 async fn publish(ctx: Rc<ExecutorCtx>, live: Arc<Live>) {
+    let mut next = ctx.window.start;
     loop {
-        glommio::timer::sleep(PROGRESS_TICK).await;
+        next += PROGRESS_TICK;
+        reactor::sleep_until(&ctx.reactor, next.min(ctx.window.end)).await;
         {
             let stats = ctx.stats.borrow();
             live.responses.store(stats.responses, Ordering::Relaxed);
