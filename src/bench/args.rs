@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// How long to measure, e.g. 30s, 500ms, 2m (a bare number is seconds).
     #[arg(short = 'd', long, default_value = "10s", value_name = "DURATION")]
     pub duration: String,
-    /// Executors, one pinned per CPU [default: every CPU this process may run on].
+    /// Load threads, one pinned per CPU [default: every CPU this process may run on].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
     /// Constant total rate in requests/s (latency corrected for coordinated
@@ -204,7 +204,7 @@ impl BenchArgs {
                 cpus_allowed
             )));
         }
-        // No more executors than connections: an executor without one would idle.
+        // No more threads than connections: a thread without one would idle.
         let threads = threads.min(self.connections);
         let headers = mix::render_headers(&self.headers)?;
         let target = url::resolve(url_text)?;

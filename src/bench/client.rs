@@ -39,7 +39,7 @@ pub const CONNECT_RETRY_MS: u64 = 10;
 /// What all connections of one load thread share: the plan, the event
 /// loop, the run's window and the thread's statistics (single-threaded: a
 /// `RefCell`, never held across an await).
-pub struct ExecutorCtx {
+pub struct ThreadCtx {
     pub plan: Arc<Plan>,
     pub reactor: Rc<Reactor>,
     pub window: Window,
@@ -68,7 +68,7 @@ enum ReadOutcome {
 
 /// One connection's state.
 pub struct Conn {
-    ctx: Rc<ExecutorCtx>,
+    ctx: Rc<ThreadCtx>,
     /// This connection's index among all connections of the run.
     index: u32,
     stream: Option<Socket>,
@@ -82,7 +82,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(ctx: Rc<ExecutorCtx>, index: u32, stream: Option<Socket>, seed: u64) -> Conn {
+    pub fn new(ctx: Rc<ThreadCtx>, index: u32, stream: Option<Socket>, seed: u64) -> Conn {
         let pipeline = ctx.plan.pipeline;
         Conn {
             ctx,

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 
 use args::{BenchArgs, BenchCommand};
-use client::{Conn, ExecutorCtx};
+use client::{Conn, ThreadCtx};
 use mix::Mix;
 use schedule::{Mode, Window};
 use stats::Stats;
@@ -107,9 +107,9 @@ pub enum BenchError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("load thread {executor} (CPU {cpu}) failed: {reason}")]
+    #[error("load thread {thread} (CPU {cpu}) failed: {reason}")]
     Executor {
-        executor: usize,
+        thread: usize,
         cpu: usize,
         reason: String,
     },
@@ -154,7 +154,7 @@ impl Live {
 enum Event {
     Ready,
     Done {
-        executor: usize,
+        thread: usize,
         outcome: Result<Option<Box<Stats>>, String>,
     },
 }
@@ -215,18 +215,18 @@ fn probe(plan: &Plan) -> Result<(), BenchError> {
 
 /// Runs the benchmark described by `plan` and merges the results.
 pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
-    let executors = plan.cpus.len();
+    let threads = plan.cpus.len();
     let (events_tx, events) = mpsc::channel::<Event>();
-    let mut start_txs = Vec::with_capacity(executors);
-    let lives: Vec<Arc<Live>> = (0..executors).map(|_| Arc::new(Live::new())).collect();
-    for (executor, &cpu) in plan.cpus.iter().enumerate() {
+    let mut start_txs = Vec::with_capacity(threads);
+    let lives: Vec<Arc<Live>> = (0..threads).map(|_| Arc::new(Live::new())).collect();
+    for (thread, &cpu) in plan.cpus.iter().enumerate() {
         let (start_tx, start_rx) = mpsc::channel::<Instant>();
         start_txs.push(start_tx);
-        spawn_executor(
+        spawn_load_thread(
             Arc::clone(&plan),
-            executor,
+            thread,
             cpu,
-            Arc::clone(&lives[executor]),
+            Arc::clone(&lives[thread]),
             events_tx.clone(),
             start_rx,
         )?;
@@ -236,14 +236,14 @@ pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
     let startup_timeout = plan.timeout + STARTUP_SLACK;
     let deadline = Instant::now() + startup_timeout;
     let mut ready = 0;
-    while ready < executors {
+    while ready < threads {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left) {
             Ok(Event::Ready) => ready += 1,
-            Ok(Event::Done { executor, outcome }) => {
+            Ok(Event::Done { thread, outcome }) => {
                 return Err(BenchError::Executor {
-                    executor,
-                    cpu: plan.cpus[executor],
+                    thread,
+                    cpu: plan.cpus[thread],
                     reason: outcome
                         .err()
                         .unwrap_or_else(|| "stopped during start-up".into()),
@@ -257,7 +257,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
     let start = Instant::now() + START_DELAY;
     let cpu_before = process_cpu_time();
     for tx in &start_txs {
-        // An executor that is gone reports itself as Done below.
+        // A thread that is gone reports itself as Done below.
         let _ = tx.send(start);
     }
     let window = Window::new(start, plan.warmup, plan.duration);
@@ -268,7 +268,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
     let mut merged: Option<Stats> = None;
     let mut done = 0;
     let mut failure: Option<BenchError> = None;
-    while done < executors {
+    while done < threads {
         let event = match &mut progress {
             Some(p) => match events.recv_timeout(progress::PRINT_INTERVAL) {
                 Ok(e) => e,
@@ -283,7 +283,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
                 Err(_) => break,
             },
         };
-        if let Event::Done { executor, outcome } = event {
+        if let Event::Done { thread, outcome } = event {
             done += 1;
             match outcome {
                 Ok(Some(stats)) => match &mut merged {
@@ -293,8 +293,8 @@ pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
                 Ok(None) => {}
                 Err(reason) => {
                     failure.get_or_insert(BenchError::Executor {
-                        executor,
-                        cpu: plan.cpus[executor],
+                        thread,
+                        cpu: plan.cpus[thread],
                         reason,
                     });
                 }
@@ -321,30 +321,30 @@ pub fn run(plan: Arc<Plan>) -> Result<Outcome, BenchError> {
     })
 }
 
-fn spawn_executor(
+fn spawn_load_thread(
     plan: Arc<Plan>,
-    executor: usize,
+    thread: usize,
     cpu: usize,
     live: Arc<Live>,
     events: mpsc::Sender<Event>,
     start_rx: mpsc::Receiver<Instant>,
 ) -> Result<(), BenchError> {
     std::thread::Builder::new()
-        .name(format!("bench-{executor}"))
+        .name(format!("bench-{thread}"))
         .spawn(move || {
             let ready = events.clone();
             let body = std::panic::AssertUnwindSafe(|| {
-                load_thread(plan, executor, cpu, live, ready, start_rx)
+                load_thread(plan, thread, cpu, live, ready, start_rx)
             });
             let outcome = match std::panic::catch_unwind(body) {
                 Ok(result) => result.map(|stats| stats.map(Box::new)),
                 Err(_) => Err("panicked".to_string()),
             };
-            let _ = events.send(Event::Done { executor, outcome });
+            let _ = events.send(Event::Done { thread, outcome });
         })
         .map(drop)
         .map_err(|e| BenchError::Executor {
-            executor,
+            thread,
             cpu,
             reason: e.to_string(),
         })
@@ -355,7 +355,7 @@ fn spawn_executor(
 /// was called off before it started).
 fn load_thread(
     plan: Arc<Plan>,
-    executor: usize,
+    thread: usize,
     cpu: usize,
     live: Arc<Live>,
     ready: mpsc::Sender<Event>,
@@ -369,11 +369,11 @@ fn load_thread(
     // SAFETY: prctl on the calling thread with plain integer arguments.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let reactor = reactor::Reactor::new().map_err(|e| format!("epoll: {e}"))?;
-    let executors = plan.cpus.len();
+    let threads = plan.cpus.len();
     // Round-robin, so in rate mode each thread's due times are spread
     // evenly over the run rather than bunched.
-    let indexes: Vec<u32> = (executor..plan.connections)
-        .step_by(executors)
+    let indexes: Vec<u32> = (thread..plan.connections)
+        .step_by(threads)
         .map(|g| g as u32)
         .collect();
     // Connect up-front, concurrently, outside the measurement.
@@ -400,7 +400,7 @@ fn load_thread(
     let entries = plan.mix.entries.len();
     let rate_mode = matches!(plan.mode, Mode::Rate { .. });
     let progress = plan.progress;
-    let ctx = Rc::new(ExecutorCtx {
+    let ctx = Rc::new(ThreadCtx {
         plan,
         reactor: Rc::clone(&reactor),
         window,
@@ -424,7 +424,7 @@ fn load_thread(
 }
 
 /// Publishes this thread's counts for the progress line until the run ends.
-async fn publish(ctx: Rc<ExecutorCtx>, live: Arc<Live>) {
+async fn publish(ctx: Rc<ThreadCtx>, live: Arc<Live>) {
     let mut next = ctx.window.start;
     loop {
         next += PROGRESS_TICK;

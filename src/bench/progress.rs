@@ -1,7 +1,7 @@
 //! The live progress line on stderr (only when stderr is a terminal).
 //!
 //! Runs on the main thread, which has nothing else to do during a run. It
-//! reads what each executor published in its [`Live`] (counts and a copy of
+//! reads what each thread published in its [`Live`] (counts and a copy of
 //! its latency histogram, refreshed twice a second) and rewrites one line:
 //! elapsed / total, current requests/s, errors, p99 so far. The line is
 //! cleared at the end so the report starts on a clean screen.

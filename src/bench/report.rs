@@ -38,7 +38,7 @@ pub struct RunReport {
     pub rate_per_s: Option<u64>,
     pub connections: usize,
     pub threads: usize,
-    /// The CPU each executor was pinned to.
+    /// The CPU each thread was pinned to.
     pub cpus: Vec<usize>,
     pub pipeline: usize,
     pub duration_s: f64,

@@ -1,9 +1,9 @@
 //! What a benchmark counts: latency histograms, responses, errors by kind,
 //! bytes and the per-second series.
 //!
-//! Each executor owns one [`Stats`] and is its only writer, so recording is a
+//! Each thread owns one [`Stats`] and is its only writer, so recording is a
 //! few plain additions and one histogram increment, with no atomics and no
-//! locks on the request path. At the end the executors' `Stats` are merged
+//! locks on the request path. At the end the threads' `Stats` are merged
 //! ([`Stats::merge`]); histograms merge exactly (same bucket layout).
 //!
 //! Latency is kept in an HdrHistogram with 3 significant digits and
@@ -94,7 +94,7 @@ pub struct EntryCounts {
     pub errors: u64,
 }
 
-/// One executor's (or, merged, the whole run's) measurements.
+/// One thread's (or, merged, the whole run's) measurements.
 #[derive(Debug, Clone)]
 pub struct Stats {
     /// Latency of 2xx responses from the due time (rate mode) or the send
@@ -197,7 +197,7 @@ impl Stats {
         }
     }
 
-    /// Adds another executor's measurements to these.
+    /// Adds another thread's measurements to these.
     pub fn merge(&mut self, other: &Stats) {
         // Same constant layout on both sides: addition cannot fail.
         let _ = self.corrected.add(&other.corrected);
