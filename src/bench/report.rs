@@ -280,7 +280,10 @@ impl HostInfo {
         HostInfo {
             hostname,
             kernel,
-            cpus_online: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            // Online CPUs of the machine, not those this process may use.
+            // SAFETY: sysconf only reads a system value.
+            cpus_online: usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) })
+                .unwrap_or(0),
         }
     }
 }

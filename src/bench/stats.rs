@@ -223,6 +223,8 @@ impl Stats {
 /// Counts one event at `at` in its second of the measurement.
 #[inline]
 fn bump(series: &mut Vec<u64>, window: &Window, at: Instant) {
+    // An answer read just as the window closed belongs to its last second.
+    let at = at.min(window.end - std::time::Duration::from_nanos(1));
     let second = at.saturating_duration_since(window.measure_start).as_secs() as usize;
     if second >= SERIES_SECONDS_MAX {
         return;
@@ -268,6 +270,7 @@ mod tests {
         assert_eq!((s.responses, s.ok, s.errors.total()), (3, 2, 2));
         assert_eq!(s.errors.status.get(&404), Some(&1));
         assert_eq!(s.responses_per_s, vec![2, 1]);
+
         assert_eq!(s.errors_per_s, vec![1, 1]);
         assert_eq!(s.by_entry[0].ok, 2);
         assert_eq!(s.by_entry[1].errors, 2);
@@ -275,6 +278,16 @@ mod tests {
         assert_eq!(s.corrected.max(), s.corrected.highest_equivalent(10_000));
         let unc = s.uncorrected.as_ref().unwrap();
         assert_eq!(unc.max(), unc.highest_equivalent(5_000));
+    }
+
+    #[test]
+    fn an_answer_read_as_the_window_closes_counts_in_its_last_second() {
+        let w = window();
+        let mut s = Stats::new(1, false);
+        let t = w.measure_start;
+        s.response(&w, 0, 200, t, t, w.end - Duration::from_millis(1));
+        s.response(&w, 0, 200, t, t, w.end + Duration::from_millis(1));
+        assert_eq!(s.responses_per_s, vec![0, 2]);
     }
 
     #[test]
