@@ -24,11 +24,14 @@ use std::io::Write as _;
 use super::assets::{self, APP_CSS, APP_JS, FAVICON};
 use super::notes::write_id;
 use super::{error, Reply, Request};
+use crate::cluster::ClusterView;
 use crate::encoding::{self, html_escape_into};
 use crate::http::response::{self, ResponseMode};
 use crate::http::HttpError;
 use crate::metrics::Route;
+use crate::server::shard::NodeInfo;
 use crate::server::shard::Shard;
+use crate::store::index::NoteView;
 use crate::store::note::NoteId;
 
 /// Response headers of the page. The policy allows only this server's own
@@ -94,121 +97,17 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         );
     };
     let config = shard.config();
-    let node = shard.node();
-    let node_name = |id: u32| -> Option<&str> {
-        if id == node.id {
-            return Some(&node.name);
-        }
-        view.members
-            .iter()
-            .find(|m| m.node == id)
-            .map(|m| m.name.as_str())
+    let context = PageContext {
+        node: shard.node(),
+        page_notes: config.page_notes,
+        note_text_bytes_max: config.note_text_bytes_max,
+        total_notes: index.len(),
+        before,
+        view: &view,
+        cluster_enabled: cluster.enabled,
     };
     let mut page = shard.scratch();
-    page.clear();
-    page.extend_from_slice(
-        b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>uringnotes \xc2\xb7 ",
-    );
-    html_escape_into(&mut page, &node.name);
-    let _ = write!(
-        page,
-        "</title><link rel=\"stylesheet\" href=\"{}\"><link rel=\"icon\" type=\"image/svg+xml\" href=\"{}\">\
-<script src=\"{}\" defer></script></head><body><header><h1>uringnotes</h1><span id=\"live\" hidden></span></header><main>\
-<form method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>\
-<textarea id=\"text\" name=\"text\" rows=\"3\" required maxlength=\"{}\" placeholder=\"Write a note\u{2026}\"></textarea>\
-<div class=\"row\"><output id=\"status\" for=\"text\"></output><button type=\"submit\">Add note</button></div></form>",
-        assets::url(&APP_CSS),
-        assets::url(&FAVICON),
-        assets::url(&APP_JS),
-        config.note_text_bytes_max
-    );
-    let mut notes = newest.peekable();
-    if before.is_none() {
-        // Only the newest page follows live updates; `data-since` is where
-        // the event stream starts (see the module doc).
-        let since_us = notes.peek().map_or(0, |r| r.note().created_at_us());
-        let _ = write!(page, "<ol id=\"notes\" data-since=\"{since_us}\">");
-    } else {
-        page.extend_from_slice(b"<ol id=\"notes\">");
-    }
-    let mut shown = 0usize;
-    let mut last: Option<NoteId> = None;
-    let mut more = false;
-    for note_ref in notes {
-        if shown == config.page_notes {
-            more = true;
-            break;
-        }
-        let note = note_ref.note();
-        let id = note.id();
-        page.extend_from_slice(b"<li id=\"n-");
-        write_id(&mut page, &id);
-        page.extend_from_slice(b"\"><p>");
-        html_escape_into(&mut page, note.text());
-        page.extend_from_slice(b"</p><small><time datetime=\"");
-        // `2026-11-25T10:21:03Z` for the attribute; shown as
-        // `2026-11-25 10:21:03 UTC` (the script localises it).
-        let stamp_start = page.len();
-        encoding::rfc3339_into(&mut page, note.created_at_us(), false);
-        let stamp_end = page.len();
-        page.extend_from_slice(b"\">");
-        let shown_start = page.len();
-        page.extend_from_within(stamp_start..stamp_end - 1);
-        page[shown_start + 10] = b' ';
-        page.extend_from_slice(" UTC</time> \u{b7} node ".as_bytes());
-        match node_name(id.origin.node) {
-            Some(name) => html_escape_into(&mut page, name),
-            None => encoding::hex8_into(&mut page, id.origin.node),
-        }
-        page.extend_from_slice(b"</small></li>");
-        shown += 1;
-        last = Some(id);
-    }
-    page.extend_from_slice(b"</ol>");
-    if shown == 0 {
-        page.extend_from_slice(b"<p id=\"empty\">No notes yet.</p>");
-    }
-    if let (true, Some(id)) = (more, last) {
-        let _ = write!(
-            page,
-            "<nav><a href=\"/?before={id}\" rel=\"next\">Older notes</a></nav>"
-        );
-    } else if before.is_some() {
-        page.extend_from_slice(b"<nav><a href=\"/\">Newest notes</a></nav>");
-    }
-    // The footer names this node and, in a cluster, every member with its
-    // state; `data-node` lets the script name the origin of live notes.
-    let _ = write!(
-        page,
-        "</main><footer>node <b data-node=\"{:08x}\">",
-        node.id
-    );
-    html_escape_into(&mut page, &node.name);
-    let _ = write!(page, "</b> ({:08x})", node.id);
-    if cluster.enabled {
-        page.extend_from_slice(" \u{b7} cluster:".as_bytes());
-        if view.members.is_empty() {
-            page.extend_from_slice(b" no peers yet");
-        }
-        for (i, m) in view.members.iter().enumerate() {
-            let _ = write!(
-                page,
-                "{} <span data-node=\"{:08x}\">",
-                if i == 0 { "" } else { "," },
-                m.node
-            );
-            html_escape_into(&mut page, &m.name);
-            let _ = write!(page, "</span> {}", m.state);
-        }
-    }
-    let notes_total = index.len();
-    let _ = writeln!(
-        page,
-        " \u{b7} <span id=\"count\" data-n=\"{notes_total}\">{notes_total} {}</span> \u{b7} uringnotes {}</footer></body></html>",
-        if notes_total == 1 { "note" } else { "notes" },
-        env!("CARGO_PKG_VERSION")
-    );
+    render(&mut page, newest, &context);
     response::write(
         out,
         mode,
@@ -236,4 +135,146 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         }
     }
     Reply::new(Route::Page, 200)
+}
+
+/// What the page shows besides the notes.
+pub struct PageContext<'a> {
+    pub node: &'a NodeInfo,
+    /// Most notes on one page; more get an "Older notes" link.
+    pub page_notes: usize,
+    /// The form's `maxlength`.
+    pub note_text_bytes_max: usize,
+    /// Notes on this node, for the footer.
+    pub total_notes: usize,
+    /// The cursor this page starts after (`None`: the newest page).
+    pub before: Option<NoteId>,
+    /// Cluster members for the footer and origin names.
+    pub view: &'a ClusterView,
+    pub cluster_enabled: bool,
+}
+
+/// Renders the page into `page` (cleared first) from `newest`, the notes
+/// newest first. Reads each note in place; linear in the notes shown.
+/// Separate from [`index`] so it can be measured on its own (`benches/`).
+pub fn render<'n>(
+    page: &mut Vec<u8>,
+    newest: impl Iterator<Item = NoteView<'n>>,
+    context: &PageContext<'_>,
+) {
+    let node = context.node;
+    let view = context.view;
+    let before = context.before;
+    let node_name = |id: u32| -> Option<&str> {
+        if id == node.id {
+            return Some(&node.name);
+        }
+        view.members
+            .iter()
+            .find(|m| m.node == id)
+            .map(|m| m.name.as_str())
+    };
+    page.clear();
+    page.extend_from_slice(
+        b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>uringnotes \xc2\xb7 ",
+    );
+    html_escape_into(page, &node.name);
+    let _ = write!(
+        page,
+        "</title><link rel=\"stylesheet\" href=\"{}\"><link rel=\"icon\" type=\"image/svg+xml\" href=\"{}\">\
+<script src=\"{}\" defer></script></head><body><header><h1>uringnotes</h1><span id=\"live\" hidden></span></header><main>\
+<form method=\"post\" action=\"/notes\"><label for=\"text\">New note</label>\
+<textarea id=\"text\" name=\"text\" rows=\"3\" required maxlength=\"{}\" placeholder=\"Write a note\u{2026}\"></textarea>\
+<div class=\"row\"><output id=\"status\" for=\"text\"></output><button type=\"submit\">Add note</button></div></form>",
+        assets::url(&APP_CSS),
+        assets::url(&FAVICON),
+        assets::url(&APP_JS),
+        context.note_text_bytes_max
+    );
+    let mut notes = newest.peekable();
+    if before.is_none() {
+        // Only the newest page follows live updates; `data-since` is where
+        // the event stream starts (see the module doc).
+        let since_us = notes.peek().map_or(0, |r| r.note().created_at_us());
+        let _ = write!(page, "<ol id=\"notes\" data-since=\"{since_us}\">");
+    } else {
+        page.extend_from_slice(b"<ol id=\"notes\">");
+    }
+    let mut shown = 0usize;
+    let mut last: Option<NoteId> = None;
+    let mut more = false;
+    for note_ref in notes {
+        if shown == context.page_notes {
+            more = true;
+            break;
+        }
+        let note = note_ref.note();
+        let id = note.id();
+        page.extend_from_slice(b"<li id=\"n-");
+        write_id(page, &id);
+        page.extend_from_slice(b"\"><p>");
+        html_escape_into(page, note.text());
+        page.extend_from_slice(b"</p><small><time datetime=\"");
+        // `2026-11-25T10:21:03Z` for the attribute; shown as
+        // `2026-11-25 10:21:03 UTC` (the script localises it).
+        let stamp_start = page.len();
+        encoding::rfc3339_into(page, note.created_at_us(), false);
+        let stamp_end = page.len();
+        page.extend_from_slice(b"\">");
+        let shown_start = page.len();
+        page.extend_from_within(stamp_start..stamp_end - 1);
+        page[shown_start + 10] = b' ';
+        page.extend_from_slice(" UTC</time> \u{b7} node ".as_bytes());
+        match node_name(id.origin.node) {
+            Some(name) => html_escape_into(page, name),
+            None => encoding::hex8_into(page, id.origin.node),
+        }
+        page.extend_from_slice(b"</small></li>");
+        shown += 1;
+        last = Some(id);
+    }
+    page.extend_from_slice(b"</ol>");
+    if shown == 0 {
+        page.extend_from_slice(b"<p id=\"empty\">No notes yet.</p>");
+    }
+    if let (true, Some(id)) = (more, last) {
+        let _ = write!(
+            page,
+            "<nav><a href=\"/?before={id}\" rel=\"next\">Older notes</a></nav>"
+        );
+    } else if before.is_some() {
+        page.extend_from_slice(b"<nav><a href=\"/\">Newest notes</a></nav>");
+    }
+    // The footer names this node and, in a cluster, every member with its
+    // state; `data-node` lets the script name the origin of live notes.
+    let _ = write!(
+        page,
+        "</main><footer>node <b data-node=\"{:08x}\">",
+        node.id
+    );
+    html_escape_into(page, &node.name);
+    let _ = write!(page, "</b> ({:08x})", node.id);
+    if context.cluster_enabled {
+        page.extend_from_slice(" \u{b7} cluster:".as_bytes());
+        if view.members.is_empty() {
+            page.extend_from_slice(b" no peers yet");
+        }
+        for (i, m) in view.members.iter().enumerate() {
+            let _ = write!(
+                page,
+                "{} <span data-node=\"{:08x}\">",
+                if i == 0 { "" } else { "," },
+                m.node
+            );
+            html_escape_into(page, &m.name);
+            let _ = write!(page, "</span> {}", m.state);
+        }
+    }
+    let notes_total = context.total_notes;
+    let _ = writeln!(
+        page,
+        " \u{b7} <span id=\"count\" data-n=\"{notes_total}\">{notes_total} {}</span> \u{b7} uringnotes {}</footer></body></html>",
+        if notes_total == 1 { "note" } else { "notes" },
+        env!("CARGO_PKG_VERSION")
+    );
 }
