@@ -12,6 +12,8 @@ PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$PERF_DIR/.." && pwd)
 OUT_DIR=${PERF_OUT:-$PERF_DIR/out}
 BIN=$REPO_DIR/target/release/uringnotes
+# The same code built against glommio with IORING_SETUP_COOP_TASKRUN.
+BIN_TUNED=$REPO_DIR/target/tuned/release/uringnotes
 PEER_DIR=$PERF_DIR/peers/hyper-notes
 PEER_BIN=$OUT_DIR/target-peers/release/hyper-notes
 CLK_TCK=$(getconf CLK_TCK)
@@ -51,8 +53,10 @@ need_packages() {
 }
 
 build_uringnotes() {
-    log "building uringnotes (release)"
+    log "building uringnotes (release, stock glommio)"
     (cd "$REPO_DIR" && cargo build --release --locked --quiet)
+    log "building uringnotes (release, glommio with COOP_TASKRUN: tools/build-tuned)"
+    (cd "$REPO_DIR" && tools/build-tuned build --release --quiet)
 }
 
 build_peer() {
@@ -81,7 +85,7 @@ start_uringnotes() {
     local name=$1 port=$2
     shift 2
     rm -rf "$OUT_DIR/data-$name"
-    "${ON_SERVER_CPU[@]}" "$BIN" serve --listen "127.0.0.1:$port" --cores 1 \
+    "${ON_SERVER_CPU[@]}" "${SERVER_BIN:-$BIN}" serve --listen "127.0.0.1:$port" --cores 1 \
         --data-dir "$OUT_DIR/data-$name" "$@" >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" &
     STARTED_PIDS+=("$!")
     wait_for_line "$OUT_DIR/$name.out" "listening on"

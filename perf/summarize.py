@@ -82,11 +82,12 @@ def main(path):
     print()
     print("uringnotes / best peer (req/s: above 1 is better; server CPU per request: below 1 is better)")
     print()
-    print("| workload | conns | best peer by req/s | req/s ratio | best peer by CPU | CPU/req ratio |")
-    print("|---|---:|---|---:|---|---:|")
-    for workload in WORKLOADS:
+    print("| build | workload | conns | best peer by req/s | req/s ratio | best peer by CPU | CPU/req ratio |")
+    print("|---|---|---:|---|---:|---|---:|")
+    for build in ("uringnotes", "uringnotes-coop"):
+      for workload in WORKLOADS:
         for conns in sorted({k[1] for k in order if k[0] == workload}):
-            ours = med.get((workload, conns, "uringnotes"))
+            ours = med.get((workload, conns, build))
             peers = {p: med[(workload, conns, p)] for p in PEERS if (workload, conns, p) in med}
             if not ours or not peers:
                 continue
@@ -95,7 +96,7 @@ def main(path):
             rps_ratio = (ours["rps"] / peers[best_rps]["rps"]) if peers[best_rps]["rps"] else None
             cpu_ratio = (ours["cpu"] / peers[best_cpu]["cpu"]) if ours["cpu"] and peers[best_cpu]["cpu"] else None
             print(
-                f"| {WORKLOADS[workload]} | {conns} | {best_rps} | {fmt(rps_ratio, 2)}x "
+                f"| {build} | {WORKLOADS[workload]} | {conns} | {best_rps} | {fmt(rps_ratio, 2)}x "
                 f"| {best_cpu} | {fmt(cpu_ratio, 2)}x |"
             )
 

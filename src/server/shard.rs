@@ -399,9 +399,12 @@ impl Shard {
             text,
         };
         let payload = note::archive(&note);
-        self.writer.append(&payload).await?;
-        let note_ref = NoteRef::from_payload(payload)
-            .map_err(|e| WriteError::Io(format!("archived note failed validation: {e}")))?;
+        // Frame once: the same record bytes go to the log and into memory.
+        let mut framed =
+            Vec::with_capacity(crate::store::record::RECORD_HEADER_BYTES + payload.len());
+        crate::store::record::encode_into(&mut framed, &payload);
+        self.writer.append_framed(&framed).await?;
+        let note_ref = NoteRef::from_own_record(framed);
         self.publish(note_ref.clone()).await;
         self.wait_replicated(seq).await;
         Ok(note_ref)

@@ -54,6 +54,16 @@ impl NoteRef {
         })
     }
 
+    /// Wraps a record this process just framed around a note it archived
+    /// itself (no need to validate what `note::archive` produced).
+    pub(crate) fn from_own_record(record: Vec<u8>) -> NoteRef {
+        debug_assert!(note::access(&record[RECORD_HEADER_BYTES..]).is_ok());
+        NoteRef {
+            chunk: record.into(),
+            start: 0,
+        }
+    }
+
     /// Refers to the record at `start` of `chunk`, validating its payload.
     pub fn in_chunk(chunk: &Arc<[u8]>, start: usize) -> Result<NoteRef, rkyv::rancor::Error> {
         let r = NoteRef {
