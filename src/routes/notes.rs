@@ -110,7 +110,7 @@ pub async fn create(
         mode,
         201,
         "application/json",
-        &[("Location", &location)],
+        &[("Location", location)],
         &body,
     );
     Reply::new(Route::NotesCreate, 201)
