@@ -168,6 +168,31 @@ impl Index {
             .filter_map(move |(id, created)| self.by_order.get(&(*created, *id)))
     }
 
+    /// The sequence numbers of one origin stream below its highest that
+    /// this index lacks, as inclusive ranges in order, the lowest
+    /// `ranges_max` of them. Holes come from damaged records skipped by
+    /// recovery and from numbers whose write failed; a peer may have the
+    /// notes (see `cluster::Cluster::send_holes`). O(notes of that origin):
+    /// run on connect only, never on the request path.
+    pub fn holes(&self, origin: Origin, ranges_max: usize) -> Vec<(u64, u64)> {
+        let mut holes = Vec::new();
+        let mut expected = 1u64;
+        let all = NoteId { origin, seq: 0 }..=NoteId {
+            origin,
+            seq: u64::MAX,
+        };
+        for id in self.created_by_id.range(all).map(|(id, _)| id) {
+            if holes.len() >= ranges_max {
+                break;
+            }
+            if id.seq > expected {
+                holes.push((expected, id.seq - 1));
+            }
+            expected = id.seq.saturating_add(1);
+        }
+        holes
+    }
+
     /// Notes newest first, starting after `before` (exclusive) if given.
     /// Returns `None` if `before` names an unknown note.
     pub fn newest(&self, before: Option<&NoteId>) -> Option<impl Iterator<Item = &NoteRef> + '_> {
@@ -251,6 +276,22 @@ mod tests {
             index.stream_after(Origin { node: 9, core: 0 }, 0).count(),
             0
         );
+    }
+
+    #[test]
+    fn holes_are_the_missing_numbers_below_the_highest() {
+        let mut index = Index::new();
+        let o0 = Origin { node: 7, core: 0 };
+        assert!(index.holes(o0, 10).is_empty(), "an unknown stream has none");
+        for seq in [2, 3, 5, 9, 10] {
+            index.insert(note_ref(0, seq, seq, "x"));
+        }
+        index.insert(note_ref(1, 1, 1, "y"));
+        assert_eq!(index.holes(o0, 10), [(1, 1), (4, 4), (6, 8)]);
+        assert_eq!(index.holes(o0, 2), [(1, 1), (4, 4)], "the lowest first");
+        assert!(index.holes(Origin { node: 7, core: 1 }, 10).is_empty());
+        index.insert(note_ref(0, 1, 1, "x"));
+        assert_eq!(index.holes(o0, 10), [(4, 4), (6, 8)]);
     }
 
     #[test]
