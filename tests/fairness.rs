@@ -2,7 +2,7 @@
 //! received and sends into a roomy socket buffer complete without waiting,
 //! so a connection with a long pipeline to answer and room to send it never
 //! reaches a real wait; it must still let the core's other connections (and
-//! its sweeper and heartbeat) run between batches. Before `Conn::pace`,
+//! its sweeper and heartbeat) run between batches. Before `Connection::pace`,
 //! 1000 slow readers or 200 clients streaming oversized bodies stalled the
 //! cores past the watchdog's stall timeout (see perf/RESULTS.md).
 

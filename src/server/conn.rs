@@ -15,6 +15,11 @@
 //! Deadlines are registered in the core's `ConnTable` on each phase change
 //! and enforced by the sweeper (see `conn_table.rs`).
 //!
+//! Fairness: a connection yields its core every `STEPS_PER_YIELD` requests
+//! or reads, and after each write batch (`Connection::pace`), however much
+//! input is ready; its kernel send buffer is fixed (`send_buffer_bytes`), so
+//! a client that never reads blocks the sender after a few responses.
+//!
 //! A reply that carries an event subscription (`GET /events`) turns the
 //! connection into an event stream until it closes (`stream_events`): no
 //! more requests are read, and the body is delimited by the close.
@@ -213,7 +218,7 @@ struct Connection<'s> {
 const WRITE_BUFFER_FLUSH_BYTES: usize = 64 * 1024;
 
 /// Steps (requests answered, reads) a connection takes before its task
-/// yields to the other tasks of its core (see `Conn::pace`). A step is a few
+/// yields to the other tasks of its core (see `Connection::pace`). A step is a few
 /// microseconds to a few tens (a 16 KiB read, a rendered page).
 const STEPS_PER_YIELD: u32 = 64;
 
