@@ -1,13 +1,15 @@
 //! Command-line interface: subcommands and their flags (clap).
 //!
 //! Flags of `serve` mirror the fields of [`Config`]; each one given on the
-//! command line overrides the config file.
+//! command line overrides the config file. The flags of `bench` live with
+//! the load generator (`bench/args.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::args::BenchArgs;
 use crate::config::{AckPolicy, Config, ConfigError, DispatchPolicy, FsyncPolicy};
 
 #[derive(Debug, Parser)]
@@ -29,6 +31,9 @@ pub enum Command {
     /// Check whether this machine can run the server as configured, and say
     /// what to change (exit status 1 if something must change).
     Doctor(Box<ServeArgs>),
+    /// Load-test an HTTP server (closed loop or constant rate) and report
+    /// latency percentiles; `bench compare A.json B.json` compares two runs.
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -158,6 +158,16 @@ pub fn form_decode(input: &[u8]) -> Result<String, DecodeError> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
+        // Copy the run up to the next byte that needs decoding at once.
+        let run = input[i..]
+            .iter()
+            .position(|&b| b == b'+' || b == b'%')
+            .unwrap_or(input.len() - i);
+        out.extend_from_slice(&input[i..i + run]);
+        i += run;
+        if i == input.len() {
+            break;
+        }
         match input[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < input.len()
@@ -198,7 +208,14 @@ pub fn form_pairs(input: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 /// The decoded value of the first field called `name`, if present.
 pub fn form_field(input: &[u8], name: &str) -> Option<Result<String, DecodeError>> {
     form_pairs(input)
-        .find(|(k, _)| form_decode(k).is_ok_and(|k| k == name))
+        .find(|(k, _)| {
+            // Keys are almost never encoded: compare raw bytes unless they are.
+            if k.contains(&b'%') || k.contains(&b'+') {
+                form_decode(k).is_ok_and(|k| k == name)
+            } else {
+                *k == name.as_bytes()
+            }
+        })
         .map(|(_, v)| form_decode(v))
 }
 

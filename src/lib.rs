@@ -17,9 +17,11 @@
 //! - [`logging`]: journald-friendly log lines, log filter reload on SIGHUP.
 //! - [`sd_notify`]: readiness notification for systemd.
 //! - [`doctor`]: `uringnotes doctor`, the preflight check of a machine.
+//! - [`bench`]: the built-in load generator (`uringnotes bench`).
 //!
 //! `ARCHITECTURE.md` follows one request and one note through these files.
 
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;

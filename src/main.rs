@@ -10,6 +10,8 @@ use uringnotes::logging;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        // The load generator prints its own report and errors; it logs nothing.
+        Command::Bench(args) => uringnotes::bench::main(*args),
         Command::Serve(args) => {
             let config = match args.to_config() {
                 Ok(c) => c,

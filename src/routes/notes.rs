@@ -93,7 +93,11 @@ pub async fn create(
         Err(e) => return write_failed(out, mode, Route::NotesCreate, &e),
     };
     let note = note.note();
-    let location = format!("/notes/{}", note.id());
+    let mut location = Vec::with_capacity(40);
+    location.extend_from_slice(b"/notes/");
+    write_id(&mut location, &note.id());
+    // Only ASCII digits, hex digits and '-' were written.
+    let location = std::str::from_utf8(&location).unwrap_or("/notes");
     if req.head.content_type == ContentType::Form && req.head.accepts_html {
         response::write_text(out, mode, 303, &[("Location", "/")], "note added");
         return Reply::new(Route::NotesCreate, 303);

@@ -7,6 +7,11 @@
 //! `data-since`, the creation time of its newest note, for the stream to
 //! replay anything added since).
 //!
+//! The newest page (no `before`) is cached per core: it changes only when
+//! a note is added (the index only grows, so its length identifies its
+//! state) or the cluster view is republished, and serving it is then a copy
+//! of the rendered body: reads vastly outnumber writes.
+//!
 //! Every piece of note text goes through `html_escape_into`, so a note is
 //! always shown as text, never interpreted as markup; the
 //! Content-Security-Policy header is the second line of defence. Rendering
@@ -19,11 +24,14 @@ use std::io::Write as _;
 use super::assets::{self, APP_CSS, APP_JS, FAVICON};
 use super::notes::write_id;
 use super::{error, Reply, Request};
+use crate::cluster::ClusterView;
 use crate::encoding::{self, html_escape_into};
 use crate::http::response::{self, ResponseMode};
 use crate::http::HttpError;
 use crate::metrics::Route;
+use crate::server::shard::NodeInfo;
 use crate::server::shard::Shard;
+use crate::store::index::NoteView;
 use crate::store::note::NoteId;
 
 /// Response headers of the page. The policy allows only this server's own
@@ -37,6 +45,13 @@ const PAGE_HEADERS: [(&str, &str); 3] = [
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
 ];
+
+/// The rendered newest page of one core, and what it was rendered from.
+pub struct PageCache {
+    notes: usize,
+    view: std::sync::Arc<crate::cluster::ClusterView>,
+    body: Vec<u8>,
+}
 
 /// `GET /`.
 pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
@@ -55,6 +70,24 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         }
     }
     let index = shard.index();
+    let cluster = &shard.shared().cluster;
+    // The membership as last published (a lock-free load, no copy).
+    let view = cluster.view.load_full();
+    if before.is_none() {
+        if let Some(cached) = shard.page_cache.borrow().as_ref() {
+            if cached.notes == index.len() && std::sync::Arc::ptr_eq(&cached.view, &view) {
+                response::write(
+                    out,
+                    mode,
+                    200,
+                    "text/html; charset=utf-8",
+                    &PAGE_HEADERS,
+                    &cached.body,
+                );
+                return Reply::new(Route::Page, 200);
+            }
+        }
+    }
     let Some(newest) = index.newest(before.as_ref()) else {
         return error(
             out,
@@ -64,10 +97,73 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         );
     };
     let config = shard.config();
-    let node = shard.node();
-    let cluster = &shard.shared().cluster;
-    // The membership as last published (a lock-free load, no copy).
-    let view = cluster.view.load();
+    let context = PageContext {
+        node: shard.node(),
+        page_notes: config.page_notes,
+        note_text_bytes_max: config.note_text_bytes_max,
+        total_notes: index.len(),
+        before,
+        view: &view,
+        cluster_enabled: cluster.enabled,
+    };
+    let mut page = shard.scratch();
+    render(&mut page, newest, &context);
+    response::write(
+        out,
+        mode,
+        200,
+        "text/html; charset=utf-8",
+        &PAGE_HEADERS,
+        &page,
+    );
+    if before.is_none() {
+        let mut cache = shard.page_cache.borrow_mut();
+        match cache.as_mut() {
+            Some(c) => {
+                c.body.clear();
+                c.body.extend_from_slice(&page);
+                c.notes = index.len();
+                c.view = view;
+            }
+            None => {
+                *cache = Some(PageCache {
+                    notes: index.len(),
+                    view,
+                    body: page.clone(),
+                })
+            }
+        }
+    }
+    Reply::new(Route::Page, 200)
+}
+
+/// What the page shows besides the notes.
+pub struct PageContext<'a> {
+    pub node: &'a NodeInfo,
+    /// Most notes on one page; more get an "Older notes" link.
+    pub page_notes: usize,
+    /// The form's `maxlength`.
+    pub note_text_bytes_max: usize,
+    /// Notes on this node, for the footer.
+    pub total_notes: usize,
+    /// The cursor this page starts after (`None`: the newest page).
+    pub before: Option<NoteId>,
+    /// Cluster members for the footer and origin names.
+    pub view: &'a ClusterView,
+    pub cluster_enabled: bool,
+}
+
+/// Renders the page into `page` (cleared first) from `newest`, the notes
+/// newest first. Reads each note in place; linear in the notes shown.
+/// Separate from [`index`] so it can be measured on its own (`benches/`).
+pub fn render<'n>(
+    page: &mut Vec<u8>,
+    newest: impl Iterator<Item = NoteView<'n>>,
+    context: &PageContext<'_>,
+) {
+    let node = context.node;
+    let view = context.view;
+    let before = context.before;
     let node_name = |id: u32| -> Option<&str> {
         if id == node.id {
             return Some(&node.name);
@@ -77,13 +173,12 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
             .find(|m| m.node == id)
             .map(|m| m.name.as_str())
     };
-    let mut page = shard.scratch();
     page.clear();
     page.extend_from_slice(
         b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>uringnotes \xc2\xb7 ",
     );
-    html_escape_into(&mut page, &node.name);
+    html_escape_into(page, &node.name);
     let _ = write!(
         page,
         "</title><link rel=\"stylesheet\" href=\"{}\"><link rel=\"icon\" type=\"image/svg+xml\" href=\"{}\">\
@@ -94,7 +189,7 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         assets::url(&APP_CSS),
         assets::url(&FAVICON),
         assets::url(&APP_JS),
-        config.note_text_bytes_max
+        context.note_text_bytes_max
     );
     let mut notes = newest.peekable();
     if before.is_none() {
@@ -109,21 +204,21 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     let mut last: Option<NoteId> = None;
     let mut more = false;
     for note_ref in notes {
-        if shown == config.page_notes {
+        if shown == context.page_notes {
             more = true;
             break;
         }
         let note = note_ref.note();
         let id = note.id();
         page.extend_from_slice(b"<li id=\"n-");
-        write_id(&mut page, &id);
+        write_id(page, &id);
         page.extend_from_slice(b"\"><p>");
-        html_escape_into(&mut page, note.text());
+        html_escape_into(page, note.text());
         page.extend_from_slice(b"</p><small><time datetime=\"");
         // `2026-11-25T10:21:03Z` for the attribute; shown as
         // `2026-11-25 10:21:03 UTC` (the script localises it).
         let stamp_start = page.len();
-        encoding::rfc3339_into(&mut page, note.created_at_us(), false);
+        encoding::rfc3339_into(page, note.created_at_us(), false);
         let stamp_end = page.len();
         page.extend_from_slice(b"\">");
         let shown_start = page.len();
@@ -131,8 +226,8 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         page[shown_start + 10] = b' ';
         page.extend_from_slice(" UTC</time> \u{b7} node ".as_bytes());
         match node_name(id.origin.node) {
-            Some(name) => html_escape_into(&mut page, name),
-            None => encoding::hex8_into(&mut page, id.origin.node),
+            Some(name) => html_escape_into(page, name),
+            None => encoding::hex8_into(page, id.origin.node),
         }
         page.extend_from_slice(b"</small></li>");
         shown += 1;
@@ -157,9 +252,9 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         "</main><footer>node <b data-node=\"{:08x}\">",
         node.id
     );
-    html_escape_into(&mut page, &node.name);
+    html_escape_into(page, &node.name);
     let _ = write!(page, "</b> ({:08x})", node.id);
-    if cluster.enabled {
+    if context.cluster_enabled {
         page.extend_from_slice(" \u{b7} cluster:".as_bytes());
         if view.members.is_empty() {
             page.extend_from_slice(b" no peers yet");
@@ -171,24 +266,15 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
                 if i == 0 { "" } else { "," },
                 m.node
             );
-            html_escape_into(&mut page, &m.name);
+            html_escape_into(page, &m.name);
             let _ = write!(page, "</span> {}", m.state);
         }
     }
-    let notes_total = index.len();
+    let notes_total = context.total_notes;
     let _ = writeln!(
         page,
         " \u{b7} <span id=\"count\" data-n=\"{notes_total}\">{notes_total} {}</span> \u{b7} uringnotes {}</footer></body></html>",
         if notes_total == 1 { "note" } else { "notes" },
         env!("CARGO_PKG_VERSION")
     );
-    response::write(
-        out,
-        mode,
-        200,
-        "text/html; charset=utf-8",
-        &PAGE_HEADERS,
-        &page,
-    );
-    Reply::new(Route::Page, 200)
 }

@@ -305,7 +305,7 @@ fn select_cpus(cores: usize, cpus: &[usize]) -> Result<Vec<usize>, ServerError> 
 /// Raises the soft open-files limit to the hard limit: every connection is
 /// a descriptor, and the default soft limit (1024) is far below what one core
 /// can hold.
-fn raise_nofile_limit() {
+pub(crate) fn raise_nofile_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -161,6 +161,8 @@ pub struct Shard {
     pub write_pool: BufferPool,
     /// Reusable buffer for rendering response bodies.
     scratch: RefCell<Vec<u8>>,
+    /// The newest notes page as last rendered (see `routes/page.rs`).
+    pub page_cache: RefCell<Option<crate::routes::page::PageCache>>,
     stop: Cell<Stop>,
     /// Resolves `shutdown_signalled`: set when stopping begins.
     stopping: Signal,
@@ -397,9 +399,12 @@ impl Shard {
             text,
         };
         let payload = note::archive(&note);
-        self.writer.append(&payload).await?;
-        let note_ref = NoteRef::from_payload(payload)
-            .map_err(|e| WriteError::Io(format!("archived note failed validation: {e}")))?;
+        // Frame once: the same record bytes go to the log and into memory.
+        let mut framed =
+            Vec::with_capacity(crate::store::record::RECORD_HEADER_BYTES + payload.len());
+        crate::store::record::encode_into(&mut framed, &payload);
+        self.writer.append_framed(&framed).await?;
+        let note_ref = NoteRef::from_own_record(framed);
         self.publish(note_ref.clone()).await;
         self.wait_replicated(seq).await;
         Ok(note_ref)
@@ -595,6 +600,7 @@ pub async fn run(
         read_pool: BufferPool::new(read_buffer_bytes, POOL_FREE_MAX),
         write_pool: BufferPool::new(16 * 1024, POOL_FREE_MAX),
         scratch: RefCell::new(Vec::with_capacity(64 * 1024)),
+        page_cache: RefCell::new(None),
         stop: Cell::new(Stop::Running),
         stopping: Signal::default(),
         finished: Signal::default(),

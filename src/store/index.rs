@@ -2,61 +2,96 @@
 //!
 //! Each core owns an [`Index`] and is the only thread that touches it, so the
 //! read path takes no lock and shares no cache line with another core. The
-//! note bytes themselves are not copied per core: every index entry is a
-//! [`NoteRef`], a counted reference to immutable, checksummed, validated
-//! archive bytes that all cores share.
+//! note bytes themselves are not copied per core: they live in reference-
+//! counted chunks (a whole recovered segment, or one record written since
+//! start-up) that every core's index shares.
 //!
-//! Order is newest first by (creation time, id); the id breaks ties so the
-//! order is total and the same on every core and every node.
+//! Memory is the design constraint: an index holds millions of notes, once
+//! per core. An entry is one thin pointer (8 bytes) to a record in memory
+//! (`length | crc | payload`, the log's own framing, so the length is found
+//! next to the bytes), kept twice:
+//! - `by_order`: a vector sorted by (creation time, id), newest last; notes
+//!   nearly always arrive in order, so an insert is usually a push;
+//! - `streams`: per origin stream, a vector indexed by sequence number
+//!   (streams are dense: each is written by one core in order), which
+//!   answers lookups by id and replication's "notes of this origin after
+//!   seq N" in O(1).
+//!
+//! That is 16 bytes per note per core, plus the shared record bytes.
+//!
+//! Safety: an [`Entry`] points into a chunk that the same index keeps alive
+//! in `owners`, and chunks are never mutated, so an entry is valid for as
+//! long as the index that holds it (clones hold the owners too).
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use super::note::{self, ArchivedNote, NoteId, Origin};
+use super::record::{self, RECORD_HEADER_BYTES};
 
-/// A reference to one note's archived bytes (the payload of its record).
+/// A note's record (`length | crc | payload`) in a shared chunk, owned.
 ///
-/// Invariant: the referenced bytes passed [`note::access`] validation when
-/// the `NoteRef` was made, and are never mutated afterwards.
+/// Invariant: the payload passed [`note::access`] validation when the
+/// `NoteRef` was made, and the chunk is never mutated afterwards.
 #[derive(Clone)]
 pub struct NoteRef {
     chunk: Arc<[u8]>,
+    /// Offset of the record (its length field) in `chunk`.
     start: u32,
-    len: u32,
 }
 
 impl NoteRef {
-    /// Wraps a payload that has not been validated yet.
+    /// Wraps a payload that has not been validated yet (framing it as a record).
     pub fn from_payload(payload: Vec<u8>) -> Result<NoteRef, rkyv::rancor::Error> {
         note::access(&payload)?;
-        let len = payload.len() as u32;
+        let mut rec = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
+        record::encode_into(&mut rec, &payload);
         Ok(NoteRef {
-            chunk: payload.into(),
+            chunk: rec.into(),
             start: 0,
-            len,
         })
     }
 
-    /// Refers to `chunk[start..start + len]`, validating it.
-    pub fn in_chunk(
-        chunk: &Arc<[u8]>,
-        start: usize,
-        len: usize,
-    ) -> Result<NoteRef, rkyv::rancor::Error> {
-        note::access(&chunk[start..start + len])?;
-        Ok(NoteRef {
+    /// Wraps a record this process just framed around a note it archived
+    /// itself (no need to validate what `note::archive` produced).
+    pub(crate) fn from_own_record(record: Vec<u8>) -> NoteRef {
+        debug_assert!(note::access(&record[RECORD_HEADER_BYTES..]).is_ok());
+        NoteRef {
+            chunk: record.into(),
+            start: 0,
+        }
+    }
+
+    /// Refers to the record at `start` of `chunk`, validating its payload.
+    pub fn in_chunk(chunk: &Arc<[u8]>, start: usize) -> Result<NoteRef, rkyv::rancor::Error> {
+        let r = NoteRef {
             chunk: Arc::clone(chunk),
             start: start as u32,
-            len: len as u32,
-        })
+        };
+        note::access(r.payload())?;
+        Ok(r)
+    }
+
+    /// Like [`NoteRef::in_chunk`] for a record the caller has validated.
+    pub(crate) fn in_chunk_validated(chunk: &Arc<[u8]>, start: usize) -> NoteRef {
+        NoteRef {
+            chunk: Arc::clone(chunk),
+            start: start as u32,
+        }
     }
 
     /// The archived bytes.
     pub fn payload(&self) -> &[u8] {
-        &self.chunk[self.start as usize..(self.start + self.len) as usize]
+        let s = self.start as usize;
+        let len = u32::from_le_bytes([
+            self.chunk[s],
+            self.chunk[s + 1],
+            self.chunk[s + 2],
+            self.chunk[s + 3],
+        ]) as usize;
+        &self.chunk[s + RECORD_HEADER_BYTES..s + RECORD_HEADER_BYTES + len]
     }
 
     /// The note, read in place.
@@ -64,6 +99,12 @@ impl NoteRef {
         // SAFETY: the constructors validated exactly these bytes, and a
         // `NoteRef` gives no way to mutate them.
         unsafe { note::access_trusted(self.payload()) }
+    }
+
+    fn entry(&self) -> Entry {
+        // The pointer stays valid while `self.chunk` (kept in the index's
+        // owners) is alive.
+        Entry(NonNull::from(&self.chunk[self.start as usize]))
     }
 }
 
@@ -75,22 +116,162 @@ impl std::fmt::Debug for NoteRef {
     }
 }
 
-/// Sort key: creation time, then id (a total order, identical everywhere).
-type OrderKey = (u64, NoteId);
+/// A thin pointer to a validated record owned by the index holding it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Entry(NonNull<u8>);
+
+impl Entry {
+    fn view<'a>(self) -> NoteView<'a> {
+        NoteView {
+            record: self.0,
+            _index: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A note in an index, borrowed for as long as the index is.
+#[derive(Clone, Copy)]
+pub struct NoteView<'a> {
+    record: NonNull<u8>,
+    _index: std::marker::PhantomData<&'a Index>,
+}
+
+impl<'a> NoteView<'a> {
+    /// The archived bytes.
+    pub fn payload(&self) -> &'a [u8] {
+        // SAFETY: `record` points at a record header inside a chunk owned by
+        // the index this view borrows; the header's length was checked when
+        // the record was validated, so header and payload are in bounds.
+        unsafe {
+            let header = std::slice::from_raw_parts(self.record.as_ptr(), RECORD_HEADER_BYTES);
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            std::slice::from_raw_parts(self.record.as_ptr().add(RECORD_HEADER_BYTES), len)
+        }
+    }
+
+    /// The note, read in place.
+    pub fn note(&self) -> &'a ArchivedNote {
+        // SAFETY: every entry's payload was validated before it was indexed.
+        unsafe { note::access_trusted(self.payload()) }
+    }
+
+    fn key(&self) -> (u64, NoteId) {
+        let n = self.note();
+        (n.created_at_us(), n.id())
+    }
+}
+
+/// Sequence gaps a stream vector may open before far-out sequence numbers
+/// go to the sparse map instead (bounds memory against absurd sequences).
+const STREAM_GAP_MAX: u64 = 1 << 16;
+
+/// One origin's notes by sequence number.
+#[derive(Clone, Default)]
+struct Stream {
+    /// Sequence number of `dense[0]`.
+    base: u64,
+    dense: Vec<Option<Entry>>,
+    /// Notes too far beyond `dense` (only after a huge gap).
+    sparse: std::collections::BTreeMap<u64, Entry>,
+    seq_max: u64,
+}
+
+impl Stream {
+    fn get(&self, seq: u64) -> Option<Entry> {
+        if seq >= self.base && seq - self.base < self.dense.len() as u64 {
+            return self.dense[(seq - self.base) as usize];
+        }
+        self.sparse.get(&seq).copied()
+    }
+
+    fn dense_end(&self) -> u64 {
+        self.base + self.dense.len() as u64
+    }
+
+    fn put(&mut self, seq: u64, e: Entry) {
+        self.seq_max = self.seq_max.max(seq);
+        if self.dense.is_empty() {
+            self.base = seq;
+        }
+        if seq < self.base {
+            if self.base - seq > STREAM_GAP_MAX {
+                self.sparse.insert(seq, e);
+                return;
+            }
+            let mut v = vec![None; (self.base - seq) as usize];
+            v.append(&mut self.dense);
+            self.dense = v;
+            self.base = seq;
+        } else if seq >= self.dense_end() {
+            if seq - self.dense_end() > STREAM_GAP_MAX {
+                self.sparse.insert(seq, e);
+                return;
+            }
+            self.dense.resize((seq - self.base) as usize + 1, None);
+        }
+        self.dense[(seq - self.base) as usize] = Some(e);
+        self.absorb_sparse();
+    }
+
+    /// Keeps the invariant that `sparse` holds nothing inside the dense range.
+    fn absorb_sparse(&mut self) {
+        if self.sparse.is_empty() {
+            return;
+        }
+        let inside: Vec<u64> = self
+            .sparse
+            .range(self.base..self.dense_end())
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in inside {
+            if let Some(e) = self.sparse.remove(&seq) {
+                self.dense[(seq - self.base) as usize] = Some(e);
+            }
+        }
+    }
+
+    /// The sequence numbers present, in order (for `Index::holes`).
+    fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        let below = self.sparse.range(..self.base).map(|(s, _)| *s);
+        let dense = (self.base..)
+            .zip(&self.dense)
+            .filter(|(_, e)| e.is_some())
+            .map(|(s, _)| s);
+        let beyond = self.sparse.range(self.dense_end()..).map(|(s, _)| *s);
+        below.chain(dense).chain(beyond)
+    }
+
+    /// Entries with a sequence number above `seq`, in sequence order.
+    fn after(&self, seq: u64) -> impl Iterator<Item = Entry> + '_ {
+        let lo = seq.saturating_add(1);
+        let below = self.sparse.range(lo..self.base.max(lo)).map(|(_, e)| *e);
+        let start = (lo.max(self.base) - self.base).min(self.dense.len() as u64) as usize;
+        let dense = self.dense[start..].iter().flatten().copied();
+        let beyond = self
+            .sparse
+            .range(self.dense_end().max(lo)..)
+            .map(|(_, e)| *e);
+        below.chain(dense).chain(beyond)
+    }
+}
 
 /// One core's view of all notes.
-///
-/// `created_by_id` is ordered by id, which sorts by origin stream and then
-/// sequence: replication reads one stream's notes after a given sequence
-/// number with a range query.
-#[derive(Default, Clone)]
+#[derive(Clone, Default)]
 pub struct Index {
-    by_order: BTreeMap<OrderKey, NoteRef>,
-    created_by_id: BTreeMap<NoteId, u64>,
-    /// Highest sequence seen per origin stream.
-    seq_max_by_origin: FxHashMap<Origin, u64>,
+    /// Sorted by (creation time, id), oldest first.
+    by_order: Vec<Entry>,
+    streams: FxHashMap<Origin, Stream>,
+    /// The chunks every entry points into (kept alive here).
+    owners: Vec<Arc<[u8]>>,
+    len: usize,
     text_bytes: u64,
 }
+
+// SAFETY: entries are pointers into immutable chunks owned (through `Arc`)
+// by the same index; moving or sharing the index moves or shares those
+// owners with it, and nothing mutates the pointed-to bytes.
+unsafe impl Send for Index {}
+unsafe impl Sync for Index {}
 
 impl Index {
     pub fn new() -> Index {
@@ -101,34 +282,48 @@ impl Index {
     pub fn insert(&mut self, note_ref: NoteRef) -> bool {
         let note = note_ref.note();
         let id = note.id();
-        let created = note.created_at_us();
-        if self.created_by_id.contains_key(&id) {
+        if self.contains(&id) {
             return false;
         }
+        let key = (note.created_at_us(), id);
         self.text_bytes += note.text().len() as u64;
-        let seq_max = self.seq_max_by_origin.entry(id.origin).or_insert(0);
-        *seq_max = (*seq_max).max(id.seq);
-        self.created_by_id.insert(id, created);
-        let previous = self.by_order.insert((created, id), note_ref);
-        debug_assert!(previous.is_none(), "by_order and created_by_id disagree");
+        let entry = note_ref.entry();
+        if !self
+            .owners
+            .last()
+            .is_some_and(|o| Arc::ptr_eq(o, &note_ref.chunk))
+        {
+            self.owners.push(Arc::clone(&note_ref.chunk));
+        }
+        self.streams
+            .entry(id.origin)
+            .or_default()
+            .put(id.seq, entry);
+        match self.by_order.last() {
+            Some(last) if last.view().key() > key => {
+                let at = self.by_order.partition_point(|e| e.view().key() < key);
+                self.by_order.insert(at, entry);
+            }
+            _ => self.by_order.push(entry),
+        }
+        self.len += 1;
         true
     }
 
-    pub fn get(&self, id: &NoteId) -> Option<&NoteRef> {
-        let created = self.created_by_id.get(id)?;
-        self.by_order.get(&(*created, *id))
+    pub fn get(&self, id: &NoteId) -> Option<NoteView<'_>> {
+        self.streams.get(&id.origin)?.get(id.seq).map(Entry::view)
     }
 
     pub fn contains(&self, id: &NoteId) -> bool {
-        self.created_by_id.contains_key(id)
+        self.get(id).is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.created_by_id.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.created_by_id.is_empty()
+        self.len == 0
     }
 
     /// Total UTF-8 bytes of all note texts.
@@ -138,34 +333,28 @@ impl Index {
 
     /// The highest sequence number seen from an origin stream (0 if none).
     pub fn seq_max(&self, origin: Origin) -> u64 {
-        self.seq_max_by_origin.get(&origin).copied().unwrap_or(0)
+        self.streams.get(&origin).map_or(0, |s| s.seq_max)
     }
 
     /// The version vector: the highest sequence number held per origin.
     pub fn vector(&self) -> Vec<(Origin, u64)> {
-        let mut v: Vec<(Origin, u64)> = self
-            .seq_max_by_origin
-            .iter()
-            .map(|(o, s)| (*o, *s))
-            .collect();
+        let mut v: Vec<(Origin, u64)> = self.streams.iter().map(|(o, s)| (*o, s.seq_max)).collect();
         v.sort_unstable();
         v
     }
 
     /// Notes of one origin stream with a sequence number above `seq`, in
     /// sequence order.
-    pub fn stream_after(&self, origin: Origin, seq: u64) -> impl Iterator<Item = &NoteRef> + '_ {
-        let from = NoteId {
-            origin,
-            seq: seq.saturating_add(1),
-        };
-        let to = NoteId {
-            origin,
-            seq: u64::MAX,
-        };
-        self.created_by_id
-            .range(from..=to)
-            .filter_map(move |(id, created)| self.by_order.get(&(*created, *id)))
+    pub fn stream_after(
+        &self,
+        origin: Origin,
+        seq: u64,
+    ) -> impl Iterator<Item = NoteView<'_>> + '_ {
+        self.streams
+            .get(&origin)
+            .into_iter()
+            .flat_map(move |s| s.after(seq))
+            .map(Entry::view)
     }
 
     /// The sequence numbers of one origin stream below its highest that
@@ -176,36 +365,36 @@ impl Index {
     /// run on connect only, never on the request path.
     pub fn holes(&self, origin: Origin, ranges_max: usize) -> Vec<(u64, u64)> {
         let mut holes = Vec::new();
-        let mut expected = 1u64;
-        let all = NoteId { origin, seq: 0 }..=NoteId {
-            origin,
-            seq: u64::MAX,
+        let Some(stream) = self.streams.get(&origin) else {
+            return holes;
         };
-        for id in self.created_by_id.range(all).map(|(id, _)| id) {
+        let mut expected = 1u64;
+        for seq in stream.seqs() {
             if holes.len() >= ranges_max {
                 break;
             }
-            if id.seq > expected {
-                holes.push((expected, id.seq - 1));
+            if seq > expected {
+                holes.push((expected, seq - 1));
             }
-            expected = id.seq.saturating_add(1);
+            expected = seq.saturating_add(1);
         }
         holes
     }
 
     /// Notes newest first, starting after `before` (exclusive) if given.
     /// Returns `None` if `before` names an unknown note.
-    pub fn newest(&self, before: Option<&NoteId>) -> Option<impl Iterator<Item = &NoteRef> + '_> {
-        let upper = match before {
-            Some(id) => Bound::Excluded((*self.created_by_id.get(id)?, *id)),
-            None => Bound::Unbounded,
+    pub fn newest(
+        &self,
+        before: Option<&NoteId>,
+    ) -> Option<impl Iterator<Item = NoteView<'_>> + '_> {
+        let end = match before {
+            Some(id) => {
+                let key = self.get(id)?.key();
+                self.by_order.partition_point(|e| e.view().key() < key)
+            }
+            None => self.by_order.len(),
         };
-        Some(
-            self.by_order
-                .range((Bound::Unbounded, upper))
-                .rev()
-                .map(|(_, r)| r),
-        )
+        Some(self.by_order[..end].iter().rev().map(|e| e.view()))
     }
 }
 
@@ -292,6 +481,72 @@ mod tests {
         assert!(index.holes(Origin { node: 7, core: 1 }, 10).is_empty());
         index.insert(note_ref(0, 1, 1, "x"));
         assert_eq!(index.holes(o0, 10), [(4, 4), (6, 8)]);
+        // Far-out numbers (kept apart from the dense run) bound holes too.
+        index.insert(note_ref(0, 1 << 40, 11, "far"));
+        assert_eq!(index.holes(o0, 10), [(4, 4), (6, 8), (11, (1 << 40) - 1)]);
+    }
+
+    #[test]
+    fn out_of_order_inserts_keep_both_orders() {
+        let mut index = Index::new();
+        // Sequence and time both arrive shuffled (replication after a split).
+        for (seq, created) in [(5, 50), (2, 20), (9, 90), (1, 10), (3, 30)] {
+            assert!(index.insert(note_ref(0, seq, created, &format!("n{seq}"))));
+        }
+        let order: Vec<u64> = index
+            .newest(None)
+            .unwrap()
+            .map(|r| r.note().id().seq)
+            .collect();
+        assert_eq!(order, [9, 5, 3, 2, 1]);
+        let o0 = Origin { node: 7, core: 0 };
+        let seqs: Vec<u64> = index
+            .stream_after(o0, 1)
+            .map(|r| r.note().id().seq)
+            .collect();
+        assert_eq!(seqs, [2, 3, 5, 9]);
+        assert_eq!(index.seq_max(o0), 9);
+        assert!(index.get(&NoteId { origin: o0, seq: 4 }).is_none());
+        assert_eq!(
+            index
+                .get(&NoteId { origin: o0, seq: 9 })
+                .unwrap()
+                .note()
+                .text(),
+            "n9"
+        );
+    }
+
+    #[test]
+    fn far_out_sequence_numbers_do_not_allocate_the_gap() {
+        let mut index = Index::new();
+        let o0 = Origin { node: 7, core: 0 };
+        assert!(index.insert(note_ref(0, 3, 1, "a")));
+        assert!(index.insert(note_ref(0, u64::MAX - 1, 2, "far")));
+        assert!(index.insert(note_ref(0, 1, 3, "before")));
+        assert!(index.insert(note_ref(0, 1 << 40, 4, "mid")));
+        let seqs: Vec<u64> = index
+            .stream_after(o0, 0)
+            .map(|r| r.note().id().seq)
+            .collect();
+        assert_eq!(seqs, [1, 3, 1 << 40, u64::MAX - 1]);
+        assert!(index.contains(&NoteId {
+            origin: o0,
+            seq: u64::MAX - 1
+        }));
+        assert_eq!(index.seq_max(o0), u64::MAX - 1);
+    }
+
+    #[test]
+    fn clones_outlive_the_original() {
+        let mut index = Index::new();
+        index.insert(note_ref(0, 1, 10, "kept"));
+        let copy = index.clone();
+        drop(index);
+        assert_eq!(
+            copy.newest(None).unwrap().next().unwrap().note().text(),
+            "kept"
+        );
     }
 
     #[test]

@@ -154,12 +154,8 @@ fn scan_segment(
     let mut pos = SEGMENT_HEADER_BYTES;
     while pos < chunk.len() {
         if let Some(total) = valid_record_at(&chunk, pos) {
-            let note_ref = NoteRef::in_chunk(
-                &chunk,
-                pos + RECORD_HEADER_BYTES,
-                total - RECORD_HEADER_BYTES,
-            )
-            .unwrap_or_else(|_| unreachable!("valid_record_at validated the payload"));
+            // valid_record_at checked the checksum and validated the payload.
+            let note_ref = NoteRef::in_chunk_validated(&chunk, pos);
             report.records += 1;
             if !index.insert(note_ref) {
                 report.duplicates += 1;

@@ -194,6 +194,29 @@ impl LogWriter {
         if payloads.is_empty() {
             return Ok(());
         }
+        self.append_with(payloads.len() as u64, |bytes| {
+            for payload in payloads {
+                record::encode_into(bytes, payload.as_ref());
+            }
+        })
+        .await
+    }
+
+    /// Appends one record already framed by [`record::encode_into`] (the
+    /// caller keeps the same bytes in memory: no second encoding).
+    pub async fn append_framed(&self, framed: &[u8]) -> Result<(), WriteError> {
+        debug_assert!(
+            matches!(record::decode(framed), record::Decoded::Record { total_bytes } if total_bytes == framed.len())
+        );
+        self.append_with(1, |bytes| bytes.extend_from_slice(framed))
+            .await
+    }
+
+    async fn append_with(
+        &self,
+        records: u64,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), WriteError> {
         poll_fn(|cx| {
             if self.stopped.get() {
                 return Poll::Ready(Err(WriteError::ShuttingDown));
@@ -208,11 +231,9 @@ impl LogWriter {
         let completion = Rc::new(Completion::default());
         {
             let mut batch = self.open.borrow_mut();
-            for payload in payloads {
-                record::encode_into(&mut batch.bytes, payload.as_ref());
-            }
+            write(&mut batch.bytes);
             batch.completions.push(Rc::clone(&completion));
-            batch.records += payloads.len() as u64;
+            batch.records += records;
         }
         if let Some(w) = self.flusher.take() {
             w.wake();
