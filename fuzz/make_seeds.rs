@@ -65,6 +65,25 @@ fn main() {
     };
     write(&peer, "dispatch", &frame::encode(frame::FrameKind::DispatchRequest, &dispatch.encode()));
 
+    let holes = wire::Holes {
+        ranges: vec![
+            wire::SeqRange { origin: Origin { node: 7, core: 0 }, first: 3, last: 5 },
+            wire::SeqRange { origin: Origin { node: 9, core: 1 }, first: 43, last: u64::MAX },
+        ],
+    };
+    write(&peer, "holes", &frame::encode(frame::FrameKind::Holes, &holes.encode()));
+
+    let chunked = root.join("chunked_body");
+    for (name, bytes) in [
+        ("simple", &b"\x035\r\nhello\r\n0\r\n\r\n"[..]),
+        ("ext_trailer", b"\xc05;a=b\r\nhello\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\nGET"),
+        ("bad_size", b"\x01g\r\nx\r\n0\r\n\r\n"),
+        ("lf_only", b"\x015\nhello\n0\n\n"),
+        ("huge", b"\x07FFFFFFFFFFFFFFFFF\r\n"),
+    ] {
+        write(&chunked, name, bytes);
+    }
+
     let log = root.join("log_recovery");
     let mut records = Vec::new();
     for (i, text) in ["first", "second note", "third: <script>"].iter().enumerate() {

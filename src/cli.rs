@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// listen(2) backlog per core [default: 4096].
     #[arg(long, value_name = "N")]
     pub listen_backlog: Option<u32>,
+    /// SO_SNDBUF of each HTTP connection; 0 = kernel autotuning [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub send_buffer_bytes: Option<usize>,
     /// Log segment size limit in bytes [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes_max: Option<u64>,
@@ -183,6 +186,7 @@ impl ServeArgs {
             shutdown_timeout_ms,
             connections_max_per_core,
             listen_backlog,
+            send_buffer_bytes,
             segment_bytes_max,
             sse_subscribers_max_per_core,
             log_level,

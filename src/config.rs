@@ -91,6 +91,10 @@ pub struct Config {
     pub connections_max_per_core: usize,
     /// listen(2) backlog of each core's socket (the kernel caps it at net.core.somaxconn).
     pub listen_backlog: u32,
+    /// SO_SNDBUF of each HTTP connection (the kernel doubles it); 0 leaves
+    /// the kernel's autotuning, which lets a client that never reads hold
+    /// megabytes of kernel memory and the CPU that filled it.
+    pub send_buffer_bytes: usize,
     /// A log segment is closed and a new one started beyond this size.
     pub segment_bytes_max: u64,
     /// Open live-update streams (`GET /events`) per core; the excess gets
@@ -158,6 +162,7 @@ impl Default for Config {
             shutdown_timeout_ms: 10_000,
             connections_max_per_core: 16_384,
             listen_backlog: 4096,
+            send_buffer_bytes: 64 * 1024,
             segment_bytes_max: 64 * 1024 * 1024,
             sse_subscribers_max_per_core: 1024,
             log_level: "info".into(),
@@ -240,6 +245,11 @@ impl Config {
         }
         if self.connections_max_per_core == 0 {
             return invalid("connections_max_per_core must be at least 1".into());
+        }
+        if self.send_buffer_bytes != 0 && !(4096..=64 << 20).contains(&self.send_buffer_bytes) {
+            return invalid(
+                "send_buffer_bytes must be 0 (kernel autotuning) or in 4 KiB..=64 MiB".into(),
+            );
         }
         if self.segment_bytes_max < 64 * 1024 || self.segment_bytes_max > u32::MAX as u64 {
             return invalid("segment_bytes_max must be in 64 KiB..4 GiB".into());

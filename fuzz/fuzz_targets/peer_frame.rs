@@ -34,6 +34,12 @@ fn payloads(kind: FrameKind, payload: &[u8]) {
         FrameKind::DispatchResponse => {
             let _ = wire::DispatchResponse::decode(payload);
         }
+        FrameKind::Holes => {
+            if let Ok(h) = wire::Holes::decode(payload) {
+                assert!(h.ranges.iter().all(|r| 1 <= r.first && r.first <= r.last));
+                assert_eq!(wire::Holes::decode(&h.encode()).unwrap(), h);
+            }
+        }
         FrameKind::Auth | FrameKind::Welcome | FrameKind::Refuse => {}
     }
 }
@@ -54,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
             FrameKind::Notes,
             FrameKind::DispatchRequest,
             FrameKind::DispatchResponse,
+            FrameKind::Holes,
         ];
         payloads(kinds[k as usize % kinds.len()], body);
     }

@@ -49,6 +49,10 @@ pub enum FrameKind {
     DispatchRequest = 8,
     /// The full HTTP response to a `DispatchRequest`.
     DispatchResponse = 9,
+    /// Sequence ranges the sender lacks below its high-water marks (after
+    /// damage or failed writes); answered with `Notes` frames. Sent once
+    /// per connection, after the first `Vector`.
+    Holes = 10,
 }
 
 impl FrameKind {
@@ -63,6 +67,7 @@ impl FrameKind {
             7 => FrameKind::Notes,
             8 => FrameKind::DispatchRequest,
             9 => FrameKind::DispatchResponse,
+            10 => FrameKind::Holes,
             _ => return None,
         })
     }

@@ -20,6 +20,15 @@
 //! and acknowledgement. Notes of a third origin are relayed only when the
 //! peer has not reported them after [`RELAY_DELAY_MS`] (in a healthy full
 //! mesh each origin delivers its own notes first).
+//!
+//! Repair: a vector is a high-water mark, so it cannot say that a note
+//! *below* it is missing (a damaged record skipped by recovery, a write
+//! whose fsync failed). On connect each side also sends `Holes`: per origin
+//! the ranges below its mark that its index lacks (`Index::holes`), and for
+//! its own streams everything above its mark (the pump never sends a node
+//! its own notes back). The peer answers with the notes it has in those
+//! ranges as ordinary `Notes` frames, under the same outbox bound; the
+//! receiver applies them like any others (idempotently, durably).
 
 pub mod auth;
 pub mod frame;
@@ -49,7 +58,7 @@ use auth::Cookie;
 use frame::FrameKind;
 use membership::{MemberEvent, MemberId, Membership};
 use peer::{FramedStream, LocalSide, PeerConn, PeerError, PeerHandler};
-use wire::{DispatchRequest, DispatchResponse, NodeIdentity, Vector};
+use wire::{DispatchRequest, DispatchResponse, Holes, NodeIdentity, SeqRange, Vector};
 
 /// A foreign origin's notes are relayed to a peer only if the peer has not
 /// reported them this long after their creation.
@@ -63,6 +72,9 @@ pub const DIAL_BACKOFF_MAX_MS: u64 = 3_000;
 pub const VIEW_REFRESH_MS: u64 = 200;
 /// Forwarded requests waiting for a remote answer, at most (per node).
 pub const REMOTE_PENDING_MAX: usize = 4096;
+/// Most hole ranges asked for per origin stream on one connect (the lowest
+/// first; the rest are asked for on a later connect once these are filled).
+pub const HOLE_RANGES_PER_ORIGIN_MAX: usize = 1024;
 
 /// One member as every core sees it.
 #[derive(Debug, Clone)]
@@ -725,6 +737,109 @@ impl Cluster {
         Ok(())
     }
 
+    /// Tells a newly connected peer which notes below our high-water marks
+    /// we lack, and asks for our own streams above them (see the module doc).
+    fn send_holes(&self, conn: &Rc<PeerConn>) {
+        let index = self.shard.index();
+        let mut ranges: Vec<SeqRange> = Vec::new();
+        for (origin, _) in index.vector() {
+            let room = wire::HOLE_RANGES_PER_FRAME_MAX.saturating_sub(ranges.len());
+            let holes = index.holes(origin, room.min(HOLE_RANGES_PER_ORIGIN_MAX));
+            ranges.extend(holes.into_iter().map(|(first, last)| SeqRange {
+                origin,
+                first,
+                last,
+            }));
+        }
+        let below_marks = ranges.len();
+        let missing_notes: u64 = ranges.iter().map(|r| r.last - r.first + 1).sum();
+        for core in 0..self.me.cores {
+            if ranges.len() >= wire::HOLE_RANGES_PER_FRAME_MAX {
+                break;
+            }
+            let origin = Origin {
+                node: self.me.node,
+                core,
+            };
+            ranges.push(SeqRange {
+                origin,
+                first: index.seq_max(origin) + 1,
+                last: u64::MAX,
+            });
+        }
+        if below_marks > 0 {
+            tracing::info!(
+                peer = %conn.peer.name,
+                ranges = below_marks,
+                missing_notes,
+                "asking a peer for notes missing below the high-water marks"
+            );
+        }
+        conn.send(FrameKind::Holes, &Holes { ranges }.encode());
+    }
+
+    /// A peer's `Holes`: queue the ranges; the pump answers them.
+    fn on_holes(&self, conn: &Rc<PeerConn>, payload: &[u8]) -> Result<(), PeerError> {
+        let holes = Holes::decode(payload)?;
+        let mut repairs = conn.repairs.borrow_mut();
+        let room = peer::REPAIR_RANGES_QUEUED_MAX.saturating_sub(repairs.len());
+        if holes.ranges.len() > room {
+            tracing::warn!(peer = %conn.peer.name, asked = holes.ranges.len(), room, "too many hole ranges queued; dropping the rest");
+        }
+        repairs.extend(holes.ranges.into_iter().take(room));
+        conn.wake();
+        Ok(())
+    }
+
+    /// Answers queued `Holes` ranges with the notes we have in them, in
+    /// `Notes` frames, until the outbox reaches its high-water mark.
+    fn serve_repairs(&self, conn: &Rc<PeerConn>, index: &crate::store::index::Index) {
+        let mut repairs = conn.repairs.borrow_mut();
+        let mut batch: Vec<&[u8]> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut notes_sent = 0usize;
+        while let Some(range) = repairs.front_mut() {
+            if conn.outbox_bytes() >= peer::OUTBOX_HIGH_WATER_BYTES {
+                break;
+            }
+            let mut done = true;
+            for note_ref in index.stream_after(range.origin, range.first - 1) {
+                let seq = note_ref.note().id().seq;
+                if seq > range.last {
+                    break;
+                }
+                batch.push(note_ref.payload());
+                batch_bytes += note_ref.payload().len() + 4;
+                notes_sent += 1;
+                if batch_bytes >= NOTES_FRAME_BYTES_TARGET
+                    || batch.len() >= wire::NOTES_PER_FRAME_MAX
+                {
+                    conn.send(FrameKind::Notes, &peer::notes_payload(&batch));
+                    batch.clear();
+                    batch_bytes = 0;
+                    if seq >= range.last {
+                        break;
+                    }
+                    range.first = seq + 1;
+                    if conn.outbox_bytes() >= peer::OUTBOX_HIGH_WATER_BYTES {
+                        done = false;
+                        break;
+                    }
+                }
+            }
+            if !done {
+                break;
+            }
+            repairs.pop_front();
+        }
+        if !batch.is_empty() {
+            conn.send(FrameKind::Notes, &peer::notes_payload(&batch));
+        }
+        if notes_sent > 0 {
+            tracing::info!(peer = %conn.peer.name, notes = notes_sent, "sent a peer notes it lacked below its high-water marks");
+        }
+    }
+
     fn on_dispatch_request(
         self: &Rc<Self>,
         conn: &Rc<PeerConn>,
@@ -804,17 +919,25 @@ impl PeerHandler for Cluster {
                 FrameKind::Notes => self.apply_notes(&conn, &payload).await,
                 FrameKind::DispatchRequest => self.on_dispatch_request(&conn, &payload),
                 FrameKind::DispatchResponse => self.on_dispatch_response(&payload),
+                FrameKind::Holes => self.on_holes(&conn, &payload),
                 other => Err(PeerError::Unexpected(other)),
             }
         })
     }
 
     fn pump(&self, conn: &Rc<PeerConn>) {
-        // Nothing is sent before the peer told us what it has.
-        if !conn.synced.get() || conn.is_closed() {
+        if conn.is_closed() {
             return;
         }
         let index = self.shard.index();
+        // What the peer told us it lacks below its marks, first.
+        if !conn.repairs.borrow().is_empty() {
+            self.serve_repairs(conn, &index);
+        }
+        // Nothing else is sent before the peer told us what it has.
+        if !conn.synced.get() {
+            return;
+        }
         let now_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -865,5 +988,9 @@ impl PeerHandler for Cluster {
 
     fn heartbeat(&self, conn: &Rc<PeerConn>) {
         conn.send(FrameKind::Vector, &self.our_vector().encode());
+    }
+
+    fn established(&self, conn: &Rc<PeerConn>) {
+        self.send_holes(conn);
     }
 }

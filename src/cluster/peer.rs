@@ -30,7 +30,7 @@ use rustc_hash::FxHashMap;
 
 use super::auth::{self, Cookie};
 use super::frame::{self, Decoded, FrameError, FrameKind, PROTOCOL_VERSION};
-use super::wire::{self, Challenge, Hello, NodeIdentity, WireError};
+use super::wire::{self, Challenge, Hello, NodeIdentity, SeqRange, WireError};
 use crate::store::note::Origin;
 
 /// Time allowed for the whole handshake.
@@ -42,6 +42,9 @@ pub const PEER_SILENCE_TIMEOUT_MS: u64 = 5_000;
 pub const HEARTBEAT_MS: u64 = 500;
 /// Stop filling the outbox beyond this many bytes (flow control).
 pub const OUTBOX_HIGH_WATER_BYTES: usize = 2 * 1024 * 1024;
+/// Most ranges a peer may have asked for (`Holes`) and not yet been
+/// answered; more are dropped (the peer asks again on its next connect).
+pub const REPAIR_RANGES_QUEUED_MAX: usize = wire::HOLE_RANGES_PER_FRAME_MAX;
 /// Read buffer growth step.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -335,6 +338,9 @@ pub struct PeerConn {
     pub sent: RefCell<FxHashMap<Origin, u64>>,
     /// Whether the peer's first vector has arrived (replication starts then).
     pub synced: Cell<bool>,
+    /// Ranges the peer told us it lacks (`Holes`), still to be answered
+    /// with the notes we have in them; at most `REPAIR_RANGES_QUEUED_MAX`.
+    pub repairs: RefCell<VecDeque<SeqRange>>,
     pub last_heard: Cell<Instant>,
 }
 
@@ -353,6 +359,7 @@ impl PeerConn {
             loads: RefCell::default(),
             sent: RefCell::default(),
             synced: Cell::new(false),
+            repairs: RefCell::default(),
             last_heard: Cell::new(Instant::now()),
         })
     }
@@ -403,6 +410,8 @@ pub trait PeerHandler {
     fn pump(&self, conn: &Rc<PeerConn>);
     /// A heartbeat tick: queue a vector.
     fn heartbeat(&self, conn: &Rc<PeerConn>);
+    /// The connection is established and our first vector is queued.
+    fn established(&self, conn: &Rc<PeerConn>);
 }
 
 /// Runs an established connection until it fails or is closed.
@@ -413,6 +422,7 @@ pub async fn run<H: PeerHandler>(
 ) -> PeerError {
     let mut heartbeat = glommio::timer::Timer::new(Duration::from_millis(HEARTBEAT_MS));
     handler.heartbeat(&conn);
+    handler.established(&conn);
     let mut write_offset = 0usize;
     loop {
         if conn.closed.get() {

@@ -16,6 +16,8 @@ pub const STRING_BYTES_MAX: usize = 1024;
 pub const VECTOR_ENTRIES_MAX: usize = 65_536;
 /// Most notes in one `Notes` frame.
 pub const NOTES_PER_FRAME_MAX: usize = 65_536;
+/// Most sequence ranges in one `Holes` frame (22 bytes each on the wire).
+pub const HOLE_RANGES_PER_FRAME_MAX: usize = 16_384;
 /// Nonce and proof sizes of the handshake.
 pub const NONCE_BYTES: usize = 32;
 pub const PROOF_BYTES: usize = 32;
@@ -32,6 +34,8 @@ pub enum WireError {
     NotUtf8,
     #[error("bad address family {0}")]
     BadAddress(u8),
+    #[error("bad sequence range {0}..={1}")]
+    BadRange(u64, u64),
 }
 
 #[derive(Default)]
@@ -310,6 +314,51 @@ pub fn decode_notes(b: &[u8]) -> Result<Vec<&[u8]>, WireError> {
     Ok(out)
 }
 
+/// Sequence numbers `first..=last` of one origin stream (`first >= 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqRange {
+    pub origin: Origin,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// What the sender lacks: ranges of sequence numbers below its high-water
+/// marks. The receiver answers with the notes it has in them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Holes {
+    pub ranges: Vec<SeqRange>,
+}
+
+impl Holes {
+    pub fn encode(&self) -> Vec<u8> {
+        debug_assert!(self.ranges.len() <= HOLE_RANGES_PER_FRAME_MAX);
+        let mut w = Writer::default();
+        w.u32(self.ranges.len() as u32);
+        for r in &self.ranges {
+            w.origin(r.origin).u64(r.first).u64(r.last);
+        }
+        w.buf
+    }
+    pub fn decode(b: &[u8]) -> Result<Holes, WireError> {
+        let mut r = Reader::new(b);
+        let n = r.count(HOLE_RANGES_PER_FRAME_MAX, "hole ranges")?;
+        let mut ranges = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (origin, first, last) = (r.origin()?, r.u64()?, r.u64()?);
+            if first == 0 || first > last {
+                return Err(WireError::BadRange(first, last));
+            }
+            ranges.push(SeqRange {
+                origin,
+                first,
+                last,
+            });
+        }
+        r.finish()?;
+        Ok(Holes { ranges })
+    }
+}
+
 /// An HTTP request forwarded to another node: its raw head and body, and
 /// how the response must be framed for the original client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,6 +487,51 @@ mod tests {
             response: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
         };
         assert_eq!(DispatchResponse::decode(&d.encode()).unwrap(), d);
+        let h = Holes {
+            ranges: vec![
+                SeqRange {
+                    origin: Origin { node: 1, core: 0 },
+                    first: 3,
+                    last: 3,
+                },
+                SeqRange {
+                    origin: Origin { node: 2, core: 1 },
+                    first: 10,
+                    last: u64::MAX,
+                },
+            ],
+        };
+        assert_eq!(Holes::decode(&h.encode()).unwrap(), h);
+        assert_eq!(
+            Holes::decode(&Holes::default().encode()).unwrap(),
+            Holes::default()
+        );
+    }
+
+    #[test]
+    fn hostile_holes_are_errors() {
+        let range = |first: u64, last: u64| {
+            Holes {
+                ranges: vec![SeqRange {
+                    origin: Origin { node: 1, core: 0 },
+                    first,
+                    last,
+                }],
+            }
+            .encode()
+        };
+        assert_eq!(Holes::decode(&range(5, 4)), Err(WireError::BadRange(5, 4)));
+        assert_eq!(Holes::decode(&range(0, 4)), Err(WireError::BadRange(0, 4)));
+        let good = range(1, 4);
+        for cut in 0..good.len() {
+            assert!(Holes::decode(&good[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut w = Writer::default();
+        w.u32(HOLE_RANGES_PER_FRAME_MAX as u32 + 1);
+        assert_eq!(
+            Holes::decode(&w.buf),
+            Err(WireError::TooLong("hole ranges"))
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `POST /_admin/fault?shard=N&kind=K[&ms=M]`: fault injection for tests and
-//! demos of the watchdog (see `server/fault.rs` for the kinds).
+//! `POST /_admin/fault?shard=N&kind=K[&ms=M][&count=C]`: fault injection for
+//! tests and demos of the watchdog and of the log's error handling (see
+//! `server/fault.rs` for the kinds; `count` is for `fsync-error`).
 //!
 //! Exists only with `--fault-injection`; otherwise the path is a 404 exactly
 //! like any unknown path, for every method. The request may land on any
@@ -12,7 +13,10 @@ use crate::encoding;
 use crate::http::request::Method;
 use crate::http::response::{self, ResponseMode};
 use crate::metrics::Route;
-use crate::server::fault::{FaultKind, FAULT_DURATION_MS_DEFAULT, FAULT_DURATION_MS_MAX};
+use crate::server::fault::{
+    FaultKind, FAULT_DURATION_MS_DEFAULT, FAULT_DURATION_MS_MAX, FSYNC_FAILURES_DEFAULT,
+    FSYNC_FAILURES_MAX,
+};
 use crate::server::shard::Shard;
 
 /// `/_admin/fault`, any method.
@@ -26,6 +30,7 @@ pub fn fault(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
     let mut target: Option<usize> = None;
     let mut kind: Option<FaultKind> = None;
     let mut duration_ms = FAULT_DURATION_MS_DEFAULT;
+    let mut count = FSYNC_FAILURES_DEFAULT;
     for (k, v) in encoding::form_pairs(req.query()) {
         let number = || {
             std::str::from_utf8(v)
@@ -39,6 +44,10 @@ pub fn fault(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
                 Some(ms) if (1..=FAULT_DURATION_MS_MAX).contains(&ms) => duration_ms = ms,
                 _ => return bad_request(out, mode, "ms must be 1..=60000"),
             },
+            b"count" => match number() {
+                Some(n) if (1..=FSYNC_FAILURES_MAX).contains(&n) => count = n,
+                _ => return bad_request(out, mode, "count must be 1..=1000"),
+            },
             _ => {}
         }
     }
@@ -50,19 +59,25 @@ pub fn fault(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         return bad_request(
             out,
             mode,
-            "kind must be one of panic, unwind, stall, slow, handler-panic",
+            "kind must be one of panic, unwind, stall, slow, handler-panic, fsync-error",
         );
     };
-    shard.shared().cores[target].fault.post(kind, duration_ms);
+    let (amount, unit) = if kind.is_counted() {
+        (count, "count")
+    } else {
+        (duration_ms, "ms")
+    };
+    shard.shared().cores[target].fault.post(kind, amount);
     tracing::warn!(
         shard = target,
         kind = kind.label(),
-        duration_ms,
+        amount,
+        unit,
         received_on = shard.id(),
         "fault posted"
     );
     let body = format!(
-        "{{\"shard\":{target},\"kind\":\"{}\",\"ms\":{duration_ms}}}\n",
+        "{{\"shard\":{target},\"kind\":\"{}\",\"{unit}\":{amount}}}\n",
         kind.label()
     );
     response::write(out, mode, 202, "application/json", &[], body.as_bytes());

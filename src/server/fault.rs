@@ -20,6 +20,11 @@
 //!   the heartbeat keeps going and nothing is restarted.
 //! - `handler-panic`: the next request that shard handles panics inside
 //!   its handler; only that connection is closed.
+//! - `fsync-error`: the shard's log writer (`store/writer.rs`) fails its
+//!   next `count` `fdatasync` calls as if the kernel had returned `EIO`,
+//!   after the data was written: the writes of those batches must be
+//!   answered 503 and never acknowledged, and the writer must move to a new
+//!   segment (the disk may have dropped the dirty pages: "fsyncgate").
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -32,6 +37,10 @@ pub const FAULT_DURATION_MS_DEFAULT: u64 = 5_000;
 pub const FAULT_DURATION_MS_MAX: u64 = 60_000;
 /// Delay added to each response while a `slow` fault lasts.
 pub const SLOW_RESPONSE_DELAY_MS: u64 = 250;
+/// fdatasync calls an `fsync-error` fault fails when the request gives no `count`.
+pub const FSYNC_FAILURES_DEFAULT: u64 = 1;
+/// Upper bound on `count`: a fault must end by itself.
+pub const FSYNC_FAILURES_MAX: u64 = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -41,15 +50,17 @@ pub enum FaultKind {
     Stall = 3,
     Slow = 4,
     HandlerPanic = 5,
+    FsyncError = 6,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Panic,
         FaultKind::Unwind,
         FaultKind::Stall,
         FaultKind::Slow,
         FaultKind::HandlerPanic,
+        FaultKind::FsyncError,
     ];
 
     pub fn label(self) -> &'static str {
@@ -59,7 +70,14 @@ impl FaultKind {
             FaultKind::Stall => "stall",
             FaultKind::Slow => "slow",
             FaultKind::HandlerPanic => "handler-panic",
+            FaultKind::FsyncError => "fsync-error",
         }
+    }
+
+    /// True for the kinds whose amount is a count (`count=`), not a
+    /// duration (`ms=`).
+    pub fn is_counted(self) -> bool {
+        self == FaultKind::FsyncError
     }
 
     pub fn parse(s: &[u8]) -> Option<FaultKind> {
@@ -79,25 +97,32 @@ impl FaultKind {
 pub struct FaultCell {
     /// 0 when nothing is pending, else a `FaultKind`.
     kind: AtomicU8,
-    duration_ms: AtomicU64,
+    /// A duration in ms, or a count for counted kinds (`FaultKind::is_counted`).
+    amount: AtomicU64,
 }
 
 impl FaultCell {
-    pub fn post(&self, kind: FaultKind, duration_ms: u64) {
-        self.duration_ms
-            .store(duration_ms.min(FAULT_DURATION_MS_MAX), Ordering::Relaxed);
-        // Release: the duration is visible to whoever takes the kind.
+    /// Posts a fault; `amount` is its duration in ms, or its count for a
+    /// counted kind, clamped to the kind's maximum.
+    pub fn post(&self, kind: FaultKind, amount: u64) {
+        let max = if kind.is_counted() {
+            FSYNC_FAILURES_MAX
+        } else {
+            FAULT_DURATION_MS_MAX
+        };
+        self.amount.store(amount.min(max), Ordering::Relaxed);
+        // Release: the amount is visible to whoever takes the kind.
         self.kind.store(kind as u8, Ordering::Release);
     }
 
-    /// Takes the pending fault, if any: (kind, duration in ms).
+    /// Takes the pending fault, if any: (kind, duration in ms or count).
     #[inline]
     pub fn take(&self) -> Option<(FaultKind, u64)> {
         if self.kind.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let kind = FaultKind::from_u8(self.kind.swap(0, Ordering::Acquire))?;
-        Some((kind, self.duration_ms.load(Ordering::Relaxed)))
+        Some((kind, self.amount.load(Ordering::Relaxed)))
     }
 }
 
@@ -122,5 +147,12 @@ mod tests {
         assert_eq!(cell.take(), None);
         cell.post(FaultKind::Slow, 10 * FAULT_DURATION_MS_MAX);
         assert_eq!(cell.take(), Some((FaultKind::Slow, FAULT_DURATION_MS_MAX)));
+        cell.post(FaultKind::FsyncError, 3);
+        assert_eq!(cell.take(), Some((FaultKind::FsyncError, 3)));
+        cell.post(FaultKind::FsyncError, u64::MAX);
+        assert_eq!(
+            cell.take(),
+            Some((FaultKind::FsyncError, FSYNC_FAILURES_MAX))
+        );
     }
 }

@@ -1020,5 +1020,6 @@ fn apply_shard_fault(shard: &Rc<Shard>) {
             shard.panic_next_request.set(true);
             shard.request_faults_armed.set(true);
         }
+        FaultKind::FsyncError => shard.writer.inject_fsync_failures(duration_ms),
     }
 }

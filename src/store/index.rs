@@ -230,6 +230,17 @@ impl Stream {
         }
     }
 
+    /// The sequence numbers present, in order (for `Index::holes`).
+    fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        let below = self.sparse.range(..self.base).map(|(s, _)| *s);
+        let dense = (self.base..)
+            .zip(&self.dense)
+            .filter(|(_, e)| e.is_some())
+            .map(|(s, _)| s);
+        let beyond = self.sparse.range(self.dense_end()..).map(|(s, _)| *s);
+        below.chain(dense).chain(beyond)
+    }
+
     /// Entries with a sequence number above `seq`, in sequence order.
     fn after(&self, seq: u64) -> impl Iterator<Item = Entry> + '_ {
         let lo = seq.saturating_add(1);
@@ -346,6 +357,30 @@ impl Index {
             .map(Entry::view)
     }
 
+    /// The sequence numbers of one origin stream below its highest that
+    /// this index lacks, as inclusive ranges in order, the lowest
+    /// `ranges_max` of them. Holes come from damaged records skipped by
+    /// recovery and from numbers whose write failed; a peer may have the
+    /// notes (see `cluster::Cluster::send_holes`). O(notes of that origin):
+    /// run on connect only, never on the request path.
+    pub fn holes(&self, origin: Origin, ranges_max: usize) -> Vec<(u64, u64)> {
+        let mut holes = Vec::new();
+        let Some(stream) = self.streams.get(&origin) else {
+            return holes;
+        };
+        let mut expected = 1u64;
+        for seq in stream.seqs() {
+            if holes.len() >= ranges_max {
+                break;
+            }
+            if seq > expected {
+                holes.push((expected, seq - 1));
+            }
+            expected = seq.saturating_add(1);
+        }
+        holes
+    }
+
     /// Notes newest first, starting after `before` (exclusive) if given.
     /// Returns `None` if `before` names an unknown note.
     pub fn newest(
@@ -430,6 +465,25 @@ mod tests {
             index.stream_after(Origin { node: 9, core: 0 }, 0).count(),
             0
         );
+    }
+
+    #[test]
+    fn holes_are_the_missing_numbers_below_the_highest() {
+        let mut index = Index::new();
+        let o0 = Origin { node: 7, core: 0 };
+        assert!(index.holes(o0, 10).is_empty(), "an unknown stream has none");
+        for seq in [2, 3, 5, 9, 10] {
+            index.insert(note_ref(0, seq, seq, "x"));
+        }
+        index.insert(note_ref(1, 1, 1, "y"));
+        assert_eq!(index.holes(o0, 10), [(1, 1), (4, 4), (6, 8)]);
+        assert_eq!(index.holes(o0, 2), [(1, 1), (4, 4)], "the lowest first");
+        assert!(index.holes(Origin { node: 7, core: 1 }, 10).is_empty());
+        index.insert(note_ref(0, 1, 1, "x"));
+        assert_eq!(index.holes(o0, 10), [(4, 4), (6, 8)]);
+        // Far-out numbers (kept apart from the dense run) bound holes too.
+        index.insert(note_ref(0, 1 << 40, 11, "far"));
+        assert_eq!(index.holes(o0, 10), [(4, 4), (6, 8), (11, (1 << 40) - 1)]);
     }
 
     #[test]

@@ -62,7 +62,10 @@ pub enum WriteError {
 
 impl WriteError {
     fn from_glommio(action: &str, e: glommio::GlommioError<()>) -> WriteError {
-        let io: std::io::Error = e.into();
+        WriteError::from_io(action, e.into())
+    }
+
+    fn from_io(action: &str, io: std::io::Error) -> WriteError {
         if io.raw_os_error() == Some(libc::ENOSPC) || io.raw_os_error() == Some(libc::EDQUOT) {
             WriteError::NoSpace
         } else {
@@ -142,6 +145,9 @@ pub struct LogWriter {
     /// Woken when the open batch gets room again after reaching BATCH_BYTES_MAX.
     room_waiters: RefCell<Vec<Waker>>,
     idle_waiters: RefCell<Vec<Waker>>,
+    /// fdatasync calls still to fail with `EIO` (the `fsync-error` fault of
+    /// `--fault-injection`, `server/fault.rs`); 0 in normal operation.
+    fsync_failures_injected: Cell<u64>,
 }
 
 impl LogWriter {
@@ -169,6 +175,7 @@ impl LogWriter {
             stopped: Cell::new(false),
             room_waiters: RefCell::default(),
             idle_waiters: RefCell::default(),
+            fsync_failures_injected: Cell::new(0),
         })
     }
 
@@ -239,6 +246,23 @@ impl LogWriter {
             }
         })
         .await
+    }
+
+    /// Makes the next `count` fdatasync calls of this writer fail with
+    /// `EIO` after their data was written (fault injection only).
+    pub fn inject_fsync_failures(&self, count: u64) {
+        self.fsync_failures_injected.set(count);
+    }
+
+    /// `fdatasync`, or an injected `EIO` in its place.
+    async fn fdatasync(&self, file: &BufferedFile) -> Result<(), std::io::Error> {
+        let injected = self.fsync_failures_injected.get();
+        if injected > 0 {
+            self.fsync_failures_injected.set(injected - 1);
+            tracing::warn!(core = self.core, "injected fault: fdatasync fails with EIO");
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        file.fdatasync().await.map_err(Into::into)
     }
 
     /// Waits until nothing is pending or being written.
@@ -381,16 +405,17 @@ impl LogWriter {
             return Err(WriteError::NoSpace);
         }
         if self.fsync == FsyncPolicy::Always {
-            if let Err(e) = file.fdatasync().await {
+            if let Err(e) = self.fdatasync(&file).await {
                 // After a failed fsync the page cache may no longer hold
                 // what we wrote (fsyncgate): never append to this file again.
                 tracing::error!(
                     core = self.core,
                     segment = number,
+                    error = %e,
                     "fdatasync failed; moving to a new segment"
                 );
                 self.segment.borrow_mut().take();
-                return Err(WriteError::from_glommio("fdatasync", e));
+                return Err(WriteError::from_io("fdatasync", e));
             }
             self.core_metrics().add_fsyncs(1);
         }
@@ -461,9 +486,9 @@ impl LogWriter {
         if written as u64 != header_len {
             return Err(WriteError::NoSpace);
         }
-        file.fdatasync()
+        self.fdatasync(&file)
             .await
-            .map_err(|e| WriteError::from_glommio("syncing segment header", e))?;
+            .map_err(|e| WriteError::from_io("syncing segment header", e))?;
         let directory = Directory::open(dir)
             .await
             .map_err(|e| WriteError::from_glommio("opening log directory", e))?;
