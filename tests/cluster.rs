@@ -5,32 +5,16 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_until, Client, Server};
+use common::{wait_until, Client, Net, Server};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
-struct Net {
-    dir: tempfile::TempDir,
-    cookie: PathBuf,
-}
-
 impl Net {
-    fn new() -> Net {
-        let dir = tempfile::tempdir().unwrap();
-        let cookie = dir.path().join("cookie");
-        std::fs::write(&cookie, "test-cluster-cookie-0123456789abcdef\n").unwrap();
-        Net { dir, cookie }
-    }
-
-    fn data(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// Starts node `name` on 127.0.0.`ip` (HTTP and peer ports ephemeral).
     fn start(&self, name: &str, ip: u8, join: &[&Server], extra: &[&str]) -> Server {
         self.start_with_cookie(name, ip, join, extra, &self.cookie)

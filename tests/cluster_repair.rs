@@ -9,28 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{wait_until, Server};
+use common::{wait_until, Net, Server};
 
 /// How long repair may take after a restart (reconnect, holes, notes).
 const REPAIR_WITHIN: Duration = Duration::from_secs(15);
 
-struct Net {
-    dir: tempfile::TempDir,
-    cookie: PathBuf,
-}
-
 impl Net {
-    fn new() -> Net {
-        let dir = tempfile::tempdir().unwrap();
-        let cookie = dir.path().join("cookie");
-        std::fs::write(&cookie, "test-cluster-cookie-0123456789abcdef\n").unwrap();
-        Net { dir, cookie }
-    }
-
-    fn data(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// Starts node `name` on 127.0.0.`ip` with one core (one segment per
     /// node, so the test knows where every record is), joining `join`.
     fn start(&self, name: &str, ip: u8, join: Option<&str>) -> Server {

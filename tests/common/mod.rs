@@ -445,3 +445,24 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A cluster's scratch space: a temporary directory holding each node's
+/// data directory and the shared cookie file. Each cluster test file adds
+/// its own `start` (how it runs a node) in an `impl Net` block.
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub cookie: PathBuf,
+}
+
+impl Net {
+    pub fn new() -> Net {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cookie = dir.path().join("cookie");
+        std::fs::write(&cookie, "test-cluster-cookie-0123456789abcdef\n").expect("cookie file");
+        Net { dir, cookie }
+    }
+
+    pub fn data(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
