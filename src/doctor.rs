@@ -28,9 +28,9 @@ const KERNEL_MIN: (u32, u32) = (5, 8);
 const KERNEL_RECOMMENDED: (u32, u32) = (5, 19);
 /// glommio refuses to start an executor below this memlock limit.
 const MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
-/// glommio registers about 10 MiB of I/O buffers per executor; below this
-/// per core it runs without registered buffers (slower, still correct).
-const MEMLOCK_PER_CORE_BYTES: u64 = 16 * 1024 * 1024;
+/// Each shard pins `watchdog::IO_MEMORY_BYTES` (1 MiB) of registered I/O
+/// buffers plus its rings; this much per core leaves room for both.
+const MEMLOCK_PER_CORE_BYTES: u64 = 4 * 1024 * 1024;
 /// Descriptors per core besides connections (listener, rings, log files).
 const NOFILE_SLACK_PER_CORE: u64 = 64;
 /// Probe writes timed to judge fdatasync.

@@ -151,6 +151,14 @@ use crate::server::listener;
 use crate::server::shard::{self, Shared};
 use crate::store::lease::StreamLease;
 
+/// I/O memory each shard's executor preallocates and registers with
+/// io_uring (pinned: it counts in RSS and against the memlock limit).
+/// glommio reserves it for direct (DMA) file I/O and defaults to 10 MiB;
+/// uringnotes writes its log through buffered files, and only the SWIM
+/// datagrams of the cluster draw on it (a few KiB each), so 1 MiB keeps 9 MiB
+/// of pinned memory per core for the notes.
+pub const IO_MEMORY_BYTES: usize = 1 << 20;
+
 /// Time allowed for a shard to become ready, at start-up or after a restart
 /// (a restart rebuilds the index from the log first).
 pub const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -734,6 +742,7 @@ impl Watchdog {
             let incarnation = Arc::clone(&incarnation);
             LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(&format!("shard-{core}"))
+                .io_memory(IO_MEMORY_BYTES)
                 .spawn(move || async move { shard::run(shared, incarnation, shard_fd).await })
         };
         let handle = match spawned {
