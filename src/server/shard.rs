@@ -67,7 +67,7 @@ use crate::config::{AckPolicy, Config};
 use crate::metrics::{AllMetrics, CoreMetrics};
 use crate::store::index::{Index, NoteRef};
 use crate::store::lease::SegmentNumbers;
-use crate::store::note::{self, Note, NoteId, Origin};
+use crate::store::note::{Note, NoteId, Origin};
 use crate::store::recovery;
 use crate::store::writer::{LogWriter, WriteError};
 use crate::watchdog::Supervision;
@@ -398,13 +398,9 @@ impl Shard {
             created_at_us,
             text,
         };
-        let payload = note::archive(&note);
         // Frame once: the same record bytes go to the log and into memory.
-        let mut framed =
-            Vec::with_capacity(crate::store::record::RECORD_HEADER_BYTES + payload.len());
-        crate::store::record::encode_into(&mut framed, &payload);
-        self.writer.append_framed(&framed).await?;
-        let note_ref = NoteRef::from_own_record(framed);
+        let note_ref = NoteRef::from_new_note(&note);
+        self.writer.append_framed(note_ref.record()).await?;
         self.publish(note_ref.clone()).await;
         self.wait_replicated(seq).await;
         Ok(note_ref)

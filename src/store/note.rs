@@ -156,6 +156,13 @@ pub fn archive(note: &Note) -> Vec<u8> {
         .unwrap_or_else(|e| unreachable!("archiving a note cannot fail: {e}"))
 }
 
+/// Archives a note into `buffer` (expected empty), returning it: lets a
+/// caller reuse one buffer for every note it writes.
+pub fn archive_into(note: &Note, buffer: rkyv::util::AlignedVec) -> rkyv::util::AlignedVec {
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(note, buffer)
+        .unwrap_or_else(|e| unreachable!("archiving a note cannot fail: {e}"))
+}
+
 /// Checks archived bytes and returns the note inside them.
 ///
 /// Used by recovery on every record (after its checksum passed), so a record
