@@ -196,25 +196,16 @@ pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
 }
 
 fn check_kernel() -> Finding {
-    // SAFETY: uname(2) fills the struct we pass.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut uts) } != 0 {
+    let Some(crate::host::Uname {
+        sysname, release, ..
+    }) = crate::host::uname()
+    else {
         return warn(
             "kernel",
             "uname(2) failed; the kernel version is unknown",
             "run on Linux 5.19 or newer",
         );
-    }
-    let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
     };
-    let sysname = field(&uts.sysname);
-    let release = field(&uts.release);
     let Some(version) = parse_kernel_release(&release) else {
         return warn(
             "kernel",

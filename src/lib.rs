@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod encoding;
+pub mod host;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{wait_until, Net, Server};
+use common::{record_offsets, wait_until, Net, Server};
 
 /// How long repair may take after a restart (reconnect, holes, notes).
 const REPAIR_WITHIN: Duration = Duration::from_secs(15);
@@ -104,18 +104,6 @@ fn segments(data: &Path) -> Vec<PathBuf> {
         .collect();
     segs.sort();
     segs
-}
-
-/// Byte ranges (offset, length) of each record in a segment.
-fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 16;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-        out.push((pos, 8 + len));
-        pos += 8 + len;
-    }
-    out
 }
 
 /// Flips one byte of `text` inside the record that holds it, which must be

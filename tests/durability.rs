@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, Server};
+use common::{record_offsets, Client, Server};
 
 #[test]
 fn every_acknowledged_note_survives_kill_9_exactly_once() {
@@ -99,18 +99,6 @@ fn log_with_notes(data: &Path, n: usize) -> PathBuf {
     segs.sort();
     assert_eq!(segs.len(), 1);
     segs.pop().unwrap()
-}
-
-/// Byte offsets of each record in a segment (after the 16-byte header).
-fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 16;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-        out.push((pos, 8 + len));
-        pos += 8 + len;
-    }
-    out
 }
 
 fn texts(s: &Server) -> Vec<String> {

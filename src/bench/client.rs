@@ -121,13 +121,7 @@ impl Conn {
             for _ in 0..pipeline {
                 self.queue_request(now, now);
             }
-            if self.stream.is_none() && !self.connect().await {
-                continue;
-            }
-            if !self.send().await {
-                continue;
-            }
-            if let ReadOutcome::RunOver = self.read_answers().await {
+            if !self.exchange().await {
                 return;
             }
         }
@@ -155,16 +149,23 @@ impl Conn {
             self.wbuf.clear();
             let sent = Instant::now();
             self.queue_request(due, sent);
-            if self.stream.is_none() && !self.connect().await {
-                continue;
-            }
-            if !self.send().await {
-                continue;
-            }
-            if let ReadOutcome::RunOver = self.read_answers().await {
+            if !self.exchange().await {
                 return;
             }
         }
+    }
+
+    /// Sends what the write buffer holds (connecting first if needed) and
+    /// reads the answers. `false` once the run is over; a failed connect or
+    /// send has been counted and the caller just goes on with its loop.
+    async fn exchange(&mut self) -> bool {
+        if self.stream.is_none() && !self.connect().await {
+            return true;
+        }
+        if !self.send().await {
+            return true;
+        }
+        !matches!(self.read_answers().await, ReadOutcome::RunOver)
     }
 
     /// Picks the next request, renders it into the write buffer and

@@ -262,21 +262,8 @@ impl RunReport {
 
 impl HostInfo {
     pub fn current() -> HostInfo {
-        // SAFETY: uname fills the struct we pass; the strings are NUL-terminated.
-        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-        let (hostname, kernel) = if unsafe { libc::uname(&mut u) } == 0 {
-            let field = |f: &[libc::c_char]| {
-                let bytes: Vec<u8> = f
-                    .iter()
-                    .take_while(|&&c| c != 0)
-                    .map(|&c| c as u8)
-                    .collect();
-                String::from_utf8_lossy(&bytes).into_owned()
-            };
-            (field(&u.nodename), field(&u.release))
-        } else {
-            (String::new(), String::new())
-        };
+        let (hostname, kernel) =
+            crate::host::uname().map_or_else(Default::default, |u| (u.nodename, u.release));
         HostInfo {
             hostname,
             kernel,

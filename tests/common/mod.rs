@@ -466,3 +466,16 @@ impl Net {
         self.dir.path().join(name)
     }
 }
+
+/// Byte ranges (offset, length) of each record in a log segment, after its
+/// 16-byte header: what a test needs to damage one record on purpose.
+pub fn record_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 16;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        out.push((pos, 8 + len));
+        pos += 8 + len;
+    }
+    out
+}

@@ -1,0 +1,51 @@
+//! What uname(2) says about this machine, for reports and the preflight
+//! check. Only the fields uringnotes shows are decoded.
+
+/// The system, host and kernel names of the running machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uname {
+    /// Operating system name (`Linux`).
+    pub sysname: String,
+    /// Host name.
+    pub nodename: String,
+    /// Kernel release (`6.18.44-...`).
+    pub release: String,
+}
+
+/// Calls uname(2); `None` if it failed.
+pub fn uname() -> Option<Uname> {
+    // SAFETY: uname(2) fills the struct we pass; every field it sets is a
+    // NUL-terminated string within its array (zeroed first, so even a
+    // missing terminator stops at the array's end below).
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return None;
+    }
+    Some(Uname {
+        sysname: c_field(&uts.sysname),
+        nodename: c_field(&uts.nodename),
+        release: c_field(&uts.release),
+    })
+}
+
+fn c_field(field: &[libc::c_char]) -> String {
+    let bytes: Vec<u8> = field
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_machine_has_a_kernel_release() {
+        let u = super::uname().expect("uname");
+        assert_eq!(u.sysname, "Linux");
+        assert!(
+            u.release.chars().next().is_some_and(|c| c.is_ascii_digit()),
+            "{u:?}"
+        );
+    }
+}
