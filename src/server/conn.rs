@@ -325,6 +325,18 @@ impl<'s> Connection<'s> {
                 let reply = dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await;
                 self.rbuf.consume(head.head_bytes);
                 reply
+            } else if let Some(request_bytes) = whole_request_buffered(&head, self.rbuf.data()) {
+                // The usual small POST: head and body arrived together, so
+                // both are read in place (no copy, no allocation).
+                let data = self.rbuf.data();
+                let req = Request {
+                    head: &head,
+                    raw_head: &data[..head.head_bytes],
+                    body: &data[head.head_bytes..request_bytes],
+                };
+                let reply = dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await;
+                self.rbuf.consume(request_bytes);
+                reply
             } else {
                 let raw_head = self.rbuf.data()[..head.head_bytes].to_vec();
                 self.rbuf.consume(head.head_bytes);
@@ -643,5 +655,17 @@ impl<'s> Connection<'s> {
         let buf = std::mem::take(&mut self.wbuf);
         self.shard.write_pool.give(buf);
         result.map_err(|_| Stop::Done)
+    }
+}
+
+/// With a `Content-Length` body already complete in `buffered` (which starts
+/// with the head), the bytes of head and body together.
+fn whole_request_buffered(head: &RequestHead, buffered: &[u8]) -> Option<usize> {
+    match head.body {
+        BodyFraming::Length(n) => {
+            let total = head.head_bytes.checked_add(n)?;
+            (buffered.len() >= total).then_some(total)
+        }
+        BodyFraming::None | BodyFraming::Chunked => None,
     }
 }

@@ -90,36 +90,72 @@ pub async fn handle(
     }
 }
 
-/// All shards that can take work: this node's cores, then connected peers' cores.
-fn candidates(shard: &Shard) -> Vec<(Target, u64)> {
-    let shared = shard.shared();
-    let mut out: Vec<(Target, u64)> = shared
-        .metrics
-        .iter()
-        .enumerate()
-        .map(|(core, m)| {
-            let t = if core == shard.id() {
-                Target::Here
-            } else {
-                Target::Core(core)
-            };
-            (t, m.inflight())
-        })
-        .collect();
-    if shared.cluster.enabled {
-        let view = shared.cluster.view.load();
-        for m in view
-            .members
-            .iter()
-            .filter(|m| m.connected && m.state != "down")
-        {
-            for core in 0..m.cores {
-                let load = m.loads.get(core as usize).copied().unwrap_or(0) as u64;
-                out.push((Target::Node { node: m.node, core }, load));
-            }
+/// All shards that can take work, in a fixed order: this node's cores,
+/// then each connected peer's cores. Addressed by position, so that picking
+/// two of them allocates nothing on the request path.
+struct Candidates<'a> {
+    shard: &'a Shard,
+    local: usize,
+    /// The cluster view and how many of its shards are reachable (none when
+    /// clustering is off).
+    view: Option<(
+        arc_swap::Guard<std::sync::Arc<crate::cluster::ClusterView>>,
+        usize,
+    )>,
+}
+
+impl<'a> Candidates<'a> {
+    fn of(shard: &'a Shard) -> Candidates<'a> {
+        let shared = shard.shared();
+        let view = shared.cluster.enabled.then(|| {
+            let view = shared.cluster.view.load();
+            let remote = reachable(&view).map(|m| m.cores as usize).sum();
+            (view, remote)
+        });
+        Candidates {
+            shard,
+            local: shared.metrics.len(),
+            view,
         }
     }
-    out
+
+    fn len(&self) -> usize {
+        self.local + self.view.as_ref().map_or(0, |(_, remote)| *remote)
+    }
+
+    /// The shard at `index` (< `len()`) and its load (requests in flight).
+    fn get(&self, index: usize) -> (Target, u64) {
+        if index < self.local {
+            let target = if index == self.shard.id() {
+                Target::Here
+            } else {
+                Target::Core(index)
+            };
+            return (target, self.shard.shared().metrics[index].inflight());
+        }
+        let mut rest = index - self.local;
+        if let Some((view, _)) = &self.view {
+            for m in reachable(view) {
+                let cores = m.cores as usize;
+                if rest < cores {
+                    let load = m.loads.get(rest).copied().unwrap_or(0) as u64;
+                    let core = rest as u16;
+                    return (Target::Node { node: m.node, core }, load);
+                }
+                rest -= cores;
+            }
+        }
+        // Unreachable for index < len(); serving here is always correct.
+        (Target::Here, 0)
+    }
+}
+
+fn reachable(
+    view: &crate::cluster::ClusterView,
+) -> impl Iterator<Item = &crate::cluster::MemberView> {
+    view.members
+        .iter()
+        .filter(|m| m.connected && m.state != "down")
 }
 
 fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
@@ -128,22 +164,24 @@ fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
     {
         return Target::Here;
     }
-    let c = candidates(shard);
-    if c.len() <= 1 {
+    let c = Candidates::of(shard);
+    let n = c.len();
+    if n <= 1 {
         return Target::Here;
     }
-    let a = (shard.random() % c.len() as u64) as usize;
+    let a = (shard.random() % n as u64) as usize;
     if policy == DispatchPolicy::Random {
-        return c[a].0;
+        return c.get(a).0;
     }
-    let mut b = (shard.random() % (c.len() as u64 - 1)) as usize;
+    let mut b = (shard.random() % (n as u64 - 1)) as usize;
     if b >= a {
         b += 1;
     }
-    if c[b].1 < c[a].1 {
-        c[b].0
+    let (a, b) = (c.get(a), c.get(b));
+    if b.1 < a.1 {
+        b.0
     } else {
-        c[a].0
+        a.0
     }
 }
 

@@ -337,6 +337,21 @@ impl Shard {
         inserted
     }
 
+    /// Before a handler waits: gives an empty write buffer from this core's
+    /// pool back to the pool (see [`Shard::unpark_write_buffer`]).
+    pub fn park_write_buffer(&self, out: &mut Vec<u8>) {
+        if out.is_empty() && out.capacity() >= self.write_pool.buffer_bytes() {
+            self.write_pool.give(std::mem::take(out));
+        }
+    }
+
+    /// After the wait: a write buffer again, if `park_write_buffer` took it.
+    pub fn unpark_write_buffer(&self, out: &mut Vec<u8>) {
+        if out.capacity() == 0 {
+            *out = self.write_pool.take_write();
+        }
+    }
+
     /// The render buffer. Callers must not hold it across an await.
     pub fn scratch(&self) -> RefMut<'_, Vec<u8>> {
         self.scratch.borrow_mut()
