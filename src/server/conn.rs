@@ -299,6 +299,9 @@ impl<'s> Connection<'s> {
             let head = self.next_head().await?;
             let started = Instant::now();
             self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
+            // Notes acknowledged through other cores, before this request
+            // can look for them (they do not wake this core: `inbox.rs`).
+            self.shard.index_queued_notes();
             let mode = ResponseMode {
                 keep_alive: head.keep_alive && !self.shard.shutting_down(),
                 http10: head.version_minor == 0,

@@ -314,6 +314,8 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
             return;
         }
     };
+    // As for a request from a client of this core (`conn.rs`).
+    shard.index_queued_notes();
     let req = Request {
         head: &head,
         raw_head: &job.raw_head,

@@ -20,8 +20,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use super::inbox::Inbox;
 use crate::metrics::AllMetrics;
 use crate::store::index::NoteRef;
 
@@ -50,6 +52,9 @@ pub struct Feed {
     /// Where the subscriber count is published for `/metrics` and
     /// `/_status` (all cores' metrics, and this core's index in them).
     gauge: Option<(AllMetrics, usize)>,
+    /// This core's inbox, made eager while anyone subscribes (subscribers
+    /// want notes from other cores at once), and whether it always is.
+    inbox: Option<(Arc<[Inbox]>, usize, bool)>,
 }
 
 /// What a subscriber gets next.
@@ -64,15 +69,34 @@ pub enum Next {
 
 impl Feed {
     /// A feed that publishes its subscriber count in `metrics[core]`.
-    pub fn new(metrics: AllMetrics, core: usize) -> Feed {
+    /// A feed that publishes its subscriber count in `metrics[core]` and
+    /// makes `inboxes[core]` eager while it has subscribers (always, with
+    /// `always_eager`).
+    pub fn new(
+        metrics: AllMetrics,
+        inboxes: Arc<[Inbox]>,
+        core: usize,
+        always_eager: bool,
+    ) -> Feed {
+        if let Some(inbox) = inboxes.get(core) {
+            inbox.set_eager(always_eager);
+        }
         Feed {
             gauge: Some((metrics, core)),
+            inbox: Some((inboxes, core, always_eager)),
             ..Feed::default()
         }
     }
 
     fn set_subscribers(&self, n: usize) {
-        self.subscribers.set(n);
+        let was = self.subscribers.replace(n);
+        if let Some((inboxes, core, always_eager)) = &self.inbox {
+            if (was == 0) != (n == 0) && !always_eager {
+                if let Some(inbox) = inboxes.get(*core) {
+                    inbox.set_eager(n > 0);
+                }
+            }
+        }
         if let Some((metrics, core)) = &self.gauge {
             metrics[*core].set_sse_subscribers(n as u64);
         }

@@ -172,6 +172,9 @@ pub struct Shard {
     crash: RefCell<Option<String>>,
     /// The inbox consumer's waker, so the sweeper can wake it (see `run_inbox`).
     inbox_waker: RefCell<Option<Waker>>,
+    /// Messages other than notes that `index_queued_notes` popped, for the
+    /// inbox task (which handles them first).
+    inbox_deferred: RefCell<Vec<CoreMsg>>,
     /// Counters written once this incarnation was replaced, so that it no
     /// longer disturbs the core's real ones (its successor writes those).
     orphan_metrics: CoreMetrics,
@@ -454,6 +457,40 @@ impl Shard {
     }
 
     /// Indexes a durable note here and queues it for every other core.
+    /// Indexes the notes other cores have queued for this one, now: notes
+    /// do not wake a core (see `inbox.rs`), so this runs before every request
+    /// is routed, and a request sent after a note was acknowledged through
+    /// any core finds it here. Other messages popped meanwhile go to the
+    /// inbox task. Costs one load of the queue's ends when it is empty.
+    pub fn index_queued_notes(&self) {
+        let inbox = &self.shared.inboxes[self.id];
+        if inbox.is_empty() || !self.incarnation.lease.still_held() {
+            return;
+        }
+        // Bounded by what is queued now: producers keep pushing meanwhile.
+        let mut received = 0u64;
+        let mut deferred = false;
+        for _ in 0..inbox.len() {
+            match inbox.try_recv() {
+                Some(CoreMsg::Note(note_ref)) => {
+                    self.index_note(note_ref);
+                    received += 1;
+                }
+                Some(other) => {
+                    self.inbox_deferred.borrow_mut().push(other);
+                    deferred = true;
+                }
+                None => break,
+            }
+        }
+        self.metrics().add_notes_received_from_cores(received);
+        if deferred {
+            if let Some(w) = self.inbox_waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+
     pub async fn publish(&self, note_ref: NoteRef) {
         self.index_note(note_ref.clone());
         for (core, inbox) in self.shared.inboxes.iter().enumerate() {
@@ -596,7 +633,15 @@ pub async fn run(
     let shard = Rc::new(Shard {
         id,
         index: RefCell::new(index),
-        feed: Rc::new(Feed::new(Arc::clone(&shared.metrics), id)),
+        feed: Rc::new(Feed::new(
+            Arc::clone(&shared.metrics),
+            Arc::clone(&shared.inboxes),
+            id,
+            // Core 0 replicates to peers: with a cluster, notes from the
+            // other cores must reach it at once (and every core, for
+            // simplicity: a cluster's write path is network-bound anyway).
+            shared.cluster.enabled,
+        )),
         writer: LogWriter::new(
             shared.data_dir.clone(),
             core,
@@ -617,6 +662,7 @@ pub async fn run(
         finished: Signal::default(),
         crash: RefCell::default(),
         inbox_waker: RefCell::default(),
+        inbox_deferred: RefCell::default(),
         orphan_metrics: CoreMetrics::default(),
         request_faults_armed: Cell::new(false),
         slow_until_ms: Cell::new(0),
@@ -882,6 +928,7 @@ async fn run_inbox(shard: Rc<Shard>) {
         }
         let mut received = 0u64;
         loop {
+            batch.append(&mut shard.inbox_deferred.borrow_mut());
             while batch.len() < INBOX_BATCH_MAX {
                 match inbox.try_recv() {
                     Some(msg) => batch.push(msg),
@@ -943,7 +990,8 @@ async fn run_inbox(shard: Rc<Shard>) {
             inbox.register(cx.waker());
             *shard.inbox_waker.borrow_mut() = Some(cx.waker().clone());
             let shutdown_news = inbox.shutdown_requested() && !shard.shutting_down();
-            if !inbox.is_empty() || shutdown_news {
+            let deferred = !shard.inbox_deferred.borrow().is_empty();
+            if !inbox.is_empty() || deferred || shutdown_news {
                 Poll::Ready(())
             } else {
                 Poll::Pending
