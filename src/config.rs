@@ -47,7 +47,7 @@ pub enum DispatchPolicy {
     /// On a uniformly random shard of the cluster (like the original's process group).
     Random,
     /// Locally until this shard is overloaded, then on the less loaded of two
-    /// random shards (power of two choices).
+    /// random shards (power of two choices) if that one is not overloaded.
     P2c,
 }
 
