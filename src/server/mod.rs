@@ -128,7 +128,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             })
             .collect(),
         recovered_log_bytes: recovered.report.bytes,
-        recovered: recovered.index,
+        recovered: recovered.index.freeze(),
         next_segment_by_core,
         started: Instant::now(),
         cluster: crate::cluster::ClusterShared::new(config.peer_listen.is_some(), cores),

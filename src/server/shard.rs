@@ -65,7 +65,7 @@ use super::incarnation::{ExitReason, Incarnation, Report, SocketRegistry};
 use crate::cluster::{Cluster, ClusterShared};
 use crate::config::{AckPolicy, Config};
 use crate::metrics::{AllMetrics, CoreMetrics};
-use crate::store::index::{Index, NoteRef};
+use crate::store::index::{FrozenIndex, Index, NoteRef};
 use crate::store::lease::SegmentNumbers;
 use crate::store::note::{Note, NoteId, Origin};
 use crate::store::recovery;
@@ -108,7 +108,7 @@ pub struct Shared {
     /// Per-core state that outlives a shard's incarnations.
     pub cores: Box<[CoreSlot]>,
     /// The index as recovered at start-up; each shard starts from a copy.
-    pub recovered: Index,
+    pub recovered: FrozenIndex,
     /// Per core, the first segment number written in this run (one above
     /// the highest found at start-up).
     pub next_segment_by_core: rustc_hash::FxHashMap<u16, u32>,
@@ -602,7 +602,7 @@ pub async fn run(
         node: shared.node.id,
         core,
     };
-    let mut index = shared.recovered.clone();
+    let mut index = shared.recovered.thaw();
     if incarnation.generation > 0 {
         // A restart: the index as found at start-up, plus everything
         // written since, read back from the log. Notes that become durable

@@ -424,6 +424,64 @@ impl Index {
     }
 }
 
+/// An index reduced to what rebuilding it takes: the notes in order and the
+/// chunks they live in, 8 bytes per note instead of 16.
+///
+/// The server keeps the index recovered at start-up for as long as it runs,
+/// so that a restarted shard starts from it without reading the whole log
+/// again; every shard's own index is a [`FrozenIndex::thaw`]ed copy. Kept
+/// whole, that copy cost as much memory as a shard's index (measured:
+/// 186 bytes per note of 100-byte text with 2 cores, 16 of them this copy).
+pub struct FrozenIndex {
+    by_order: Box<[Entry]>,
+    owners: Box<[Arc<[u8]>]>,
+    text_bytes: u64,
+}
+
+// SAFETY: as for `Index`: the entries point into the chunks in `owners`,
+// which are immutable and kept alive by this value.
+unsafe impl Send for FrozenIndex {}
+unsafe impl Sync for FrozenIndex {}
+
+impl Index {
+    /// Drops the per-stream vectors, keeping the order and the chunks.
+    pub fn freeze(self) -> FrozenIndex {
+        FrozenIndex {
+            by_order: self.by_order.into_boxed_slice(),
+            owners: self.owners.into_boxed_slice(),
+            text_bytes: self.text_bytes,
+        }
+    }
+}
+
+impl FrozenIndex {
+    pub fn len(&self) -> usize {
+        self.by_order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_order.is_empty()
+    }
+
+    /// A full index again: the order copied, the per-stream vectors rebuilt
+    /// in one pass over it (every entry is a distinct note: `insert` made
+    /// sure of that before freezing).
+    pub fn thaw(&self) -> Index {
+        let mut streams: FxHashMap<Origin, Stream> = FxHashMap::default();
+        for entry in self.by_order.iter() {
+            let id = entry.view().note().id();
+            streams.entry(id.origin).or_default().put(id.seq, *entry);
+        }
+        Index {
+            by_order: self.by_order.to_vec(),
+            streams,
+            owners: self.owners.to_vec(),
+            len: self.by_order.len(),
+            text_bytes: self.text_bytes,
+        }
+    }
+}
+
 /// Where `key` goes in `order` (sorted; its last key is greater than `key`).
 ///
 /// A note that arrives out of order (written through another core or node
@@ -486,6 +544,33 @@ mod tests {
             .map(|r| r.note().text())
             .collect();
         assert_eq!(texts, ["a"]);
+    }
+
+    #[test]
+    fn a_thawed_index_equals_the_frozen_one() {
+        let mut index = Index::new();
+        for (core, seq, created) in [(0, 1, 10), (1, 1, 11), (0, 2, 12), (0, 4, 13), (1, 2, 9)] {
+            index.insert(note_ref(core, seq, created, "xy"));
+        }
+        let expected_order: Vec<_> = index.newest(None).unwrap().map(|v| v.note().id()).collect();
+        let o0 = Origin { node: 7, core: 0 };
+        let frozen = index.freeze();
+        assert_eq!(frozen.len(), 5);
+        let thawed = frozen.thaw();
+        let order: Vec<_> = thawed
+            .newest(None)
+            .unwrap()
+            .map(|v| v.note().id())
+            .collect();
+        assert_eq!(order, expected_order);
+        assert_eq!(thawed.len(), 5);
+        assert_eq!(thawed.text_bytes(), 10);
+        assert_eq!(thawed.seq_max(o0), 4);
+        assert_eq!(thawed.holes(o0, 10), [(3, 3)]);
+        let id = NoteId { origin: o0, seq: 2 };
+        assert_eq!(thawed.get(&id).map(|v| v.note().created_at_us()), Some(12));
+        // The frozen one stays usable: a second thaw (a second restart).
+        assert_eq!(frozen.thaw().len(), 5);
     }
 
     #[test]
