@@ -473,7 +473,7 @@ impl Cluster {
                 .shared()
                 .metrics
                 .iter()
-                .map(|m| m.inflight().min(u32::MAX as u64) as u32)
+                .map(|m| m.dispatch_load().min(u32::MAX as u64) as u32)
                 .collect(),
         }
     }

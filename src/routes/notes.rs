@@ -93,7 +93,12 @@ pub async fn create(
     // cache (the first store into a cold one was most of the extra cost of
     // a POST at 512 connections; perf, 2026-11-25).
     shard.park_write_buffer(out);
-    let created = shard.create_note(text).await;
+    let created = {
+        // Not load for dispatch while it waits (`CoreMetrics::dispatch_load`);
+        // a guard, so a cancelled or panicking write ends the wait too.
+        let _waiting = LogWait::begin(shard);
+        shard.create_note(text).await
+    };
     shard.unpark_write_buffer(out);
     let note = match created {
         Ok(n) => n,
@@ -125,6 +130,23 @@ pub async fn create(
         body,
     );
     Reply::new(Route::NotesCreate, 201)
+}
+
+/// A request waiting for its log batch, counted in its core's metrics (of
+/// the shard's incarnation at each end, as in-flight requests are).
+struct LogWait<'a>(&'a Shard);
+
+impl<'a> LogWait<'a> {
+    fn begin(shard: &'a Shard) -> LogWait<'a> {
+        shard.metrics().log_wait_begin();
+        LogWait(shard)
+    }
+}
+
+impl Drop for LogWait<'_> {
+    fn drop(&mut self) {
+        self.0.metrics().log_wait_end();
+    }
 }
 
 /// `GET /add_note?text=...`: the original server's write, answered 204.

@@ -136,7 +136,7 @@ impl<'a> Candidates<'a> {
             } else {
                 Target::Core(index)
             };
-            return (target, self.shard.shared().metrics[index].inflight());
+            return (target, self.shard.shared().metrics[index].dispatch_load());
         }
         let mut rest = index - self.local;
         if let Some((view, _)) = &self.view {
@@ -165,7 +165,7 @@ fn reachable(
 
 fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
     if policy == DispatchPolicy::P2c
-        && shard.metrics().inflight() <= shard.config().dispatch_overload_inflight
+        && shard.metrics().dispatch_load() <= shard.config().dispatch_overload_inflight
     {
         return Target::Here;
     }
@@ -184,7 +184,7 @@ fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
     }
     let (a, b) = (c.get(a), c.get(b));
     let best = if b.1 < a.1 { b } else { a };
-    let here = shard.metrics().inflight();
+    let here = shard.metrics().dispatch_load();
     if best.1 < here && best.1 <= shard.config().dispatch_overload_inflight {
         best.0
     } else {
