@@ -42,6 +42,9 @@ use crate::metrics::{AllMetrics, CoreMetrics};
 /// Bounds the memory of a batch and the latency added to its first writer.
 pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// A batch write (a copy into the page cache) taking this long is logged.
+const SLOW_WRITE_WARN_MS: u128 = 50;
+
 /// Largest batch buffer kept for reuse after its batch was written.
 const SPARE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
@@ -494,7 +497,21 @@ impl LogWriter {
             return Err(WriteError::Io("no open segment".into()));
         };
         let fd = seg.file.as_raw_fd();
-        let result = match pwrite_all(fd, bytes, seg.len) {
+        let started = std::time::Instant::now();
+        let written = pwrite_all(fd, bytes, seg.len);
+        let took = started.elapsed();
+        if took.as_millis() >= SLOW_WRITE_WARN_MS {
+            // The page cache throttles writers when too much is dirty, and
+            // this thread is the shard's: say so before the watchdog's stall
+            // timeout has to.
+            tracing::warn!(
+                core = self.core,
+                bytes = bytes.len(),
+                elapsed_ms = took.as_millis() as u64,
+                "a log write blocked the shard (the disk is not keeping up with the page cache)"
+            );
+        }
+        let result = match written {
             Ok(n) if n == bytes.len() => Ok(()),
             // A short write to a regular file means the device is full.
             Ok(_) => Err(WriteError::NoSpace),
