@@ -68,7 +68,6 @@ pub enum Next {
 }
 
 impl Feed {
-    /// A feed that publishes its subscriber count in `metrics[core]`.
     /// A feed that publishes its subscriber count in `metrics[core]` and
     /// makes `inboxes[core]` eager while it has subscribers (always, with
     /// `always_eager`).

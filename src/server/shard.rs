@@ -456,7 +456,6 @@ impl Shard {
         }
     }
 
-    /// Indexes a durable note here and queues it for every other core.
     /// Indexes the notes other cores have queued for this one, now: notes
     /// do not wake a core (see `inbox.rs`), so this runs before every request
     /// is routed, and a request sent after a note was acknowledged through
@@ -491,6 +490,7 @@ impl Shard {
         }
     }
 
+    /// Indexes a durable note here and queues it for every other core.
     pub async fn publish(&self, note_ref: NoteRef) {
         self.index_note(note_ref.clone());
         for (core, inbox) in self.shared.inboxes.iter().enumerate() {
