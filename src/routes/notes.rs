@@ -15,8 +15,8 @@ use crate::encoding::{self, json_string_into};
 use crate::http::request::ContentType;
 use crate::http::response::{self, ResponseMode};
 use crate::http::HttpError;
-use crate::metrics::Route;
-use crate::server::shard::Shard;
+use crate::metrics::{CoreMetrics, Route};
+use crate::server::shard::{GaugeUnit, Shard};
 use crate::store::note::{ArchivedNote, NoteId};
 use crate::store::writer::WriteError;
 
@@ -96,7 +96,11 @@ pub async fn create(
     let created = {
         // Not load for dispatch while it waits (`CoreMetrics::dispatch_load`);
         // a guard, so a cancelled or panicking write ends the wait too.
-        let _waiting = LogWait::begin(shard);
+        let _waiting = GaugeUnit::begin(
+            shard,
+            CoreMetrics::log_wait_begin,
+            CoreMetrics::log_wait_end,
+        );
         shard.create_note(text).await
     };
     shard.unpark_write_buffer(out);
@@ -130,23 +134,6 @@ pub async fn create(
         body,
     );
     Reply::new(Route::NotesCreate, 201)
-}
-
-/// A request waiting for its log batch, counted in its core's metrics (of
-/// the shard's incarnation at each end, as in-flight requests are).
-struct LogWait<'a>(&'a Shard);
-
-impl<'a> LogWait<'a> {
-    fn begin(shard: &'a Shard) -> LogWait<'a> {
-        shard.metrics().log_wait_begin();
-        LogWait(shard)
-    }
-}
-
-impl Drop for LogWait<'_> {
-    fn drop(&mut self) {
-        self.0.metrics().log_wait_end();
-    }
 }
 
 /// `GET /add_note?text=...`: the original server's write, answered 204.

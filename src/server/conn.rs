@@ -49,12 +49,12 @@ use super::bufpool::BufferPool;
 use super::conn_table::{now_ms, Phase};
 use super::dispatch;
 use super::incarnation::SocketRegistry;
-use super::shard::{panic_message, Shard};
+use super::shard::{panic_message, GaugeUnit, Shard};
 use crate::http::body::ChunkedDecoder;
 use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, RequestHead};
 use crate::http::response::ResponseMode;
 use crate::http::HttpError;
-use crate::metrics::Route;
+use crate::metrics::{CoreMetrics, Route};
 use crate::routes::events::{self, After, Subscription};
 use crate::routes::{self, Reply, Request};
 
@@ -150,23 +150,6 @@ impl Drop for Registered<'_> {
             unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
         }
         self.sockets.release_connection(self.slot, self.fd);
-    }
-}
-
-/// One request in progress on this core (`uringnotes_requests_inflight`,
-/// which dispatch decisions read); ends when dropped.
-struct Inflight<'s>(&'s Shard);
-
-impl<'s> Inflight<'s> {
-    fn start(shard: &'s Shard) -> Inflight<'s> {
-        shard.metrics().inflight_add();
-        Inflight(shard)
-    }
-}
-
-impl Drop for Inflight<'_> {
-    fn drop(&mut self) {
-        self.0.metrics().inflight_done();
     }
 }
 
@@ -310,7 +293,13 @@ impl<'s> Connection<'s> {
             };
             // Counted until the reply is recorded, also if the handler
             // panics (the guard's drop ends the count).
-            let inflight = Inflight::start(self.shard);
+            // One request in progress on this core
+            // (`uringnotes_requests_inflight`, read by dispatch).
+            let inflight = GaugeUnit::begin(
+                self.shard,
+                CoreMetrics::inflight_add,
+                CoreMetrics::inflight_done,
+            );
             if self.shard.request_faults_armed() {
                 // Where a handler would panic or be slow (`fault.rs`).
                 self.shard.apply_request_faults().await;

@@ -587,6 +587,32 @@ where
     })
 }
 
+/// One unit of a per-core gauge (requests in flight, requests waiting for
+/// the log), taken back when dropped: also when the request's task panics
+/// or is cancelled. Each end goes to the shard's current metrics (an
+/// orphan's once the shard was replaced, as all its counters do).
+pub struct GaugeUnit<'a> {
+    shard: &'a Shard,
+    end: fn(&CoreMetrics),
+}
+
+impl<'a> GaugeUnit<'a> {
+    pub fn begin(
+        shard: &'a Shard,
+        begin: fn(&CoreMetrics),
+        end: fn(&CoreMetrics),
+    ) -> GaugeUnit<'a> {
+        begin(shard.metrics());
+        GaugeUnit { shard, end }
+    }
+}
+
+impl Drop for GaugeUnit<'_> {
+    fn drop(&mut self) {
+        (self.end)(self.shard.metrics());
+    }
+}
+
 /// Runs one incarnation of a core's shard until it stops, crashes or is
 /// replaced. `listener_fd` is its listening socket (ownership passes to the
 /// shard; the watchdog registered it in the incarnation's socket registry).
