@@ -16,6 +16,8 @@ BIN=$REPO_DIR/target/release/uringnotes
 BIN_TUNED=$REPO_DIR/target/tuned/release/uringnotes
 PEER_DIR=$PERF_DIR/peers/hyper-notes
 PEER_BIN=$OUT_DIR/target-peers/release/hyper-notes
+MAY_DIR=$PERF_DIR/peers/may-static
+MAY_BIN=$OUT_DIR/target-peers/release/may-static
 CLK_TCK=$(getconf CLK_TCK)
 
 # Command prefixes (arrays, not functions: a background job started through
@@ -60,8 +62,10 @@ build_uringnotes() {
 }
 
 build_peer() {
-    log "building the peer (perf/peers/hyper-notes, release)"
+    log "building the peers (perf/peers/hyper-notes and perf/peers/may-static, release)"
     cargo build --release --locked --quiet --manifest-path "$PEER_DIR/Cargo.toml" \
+        --target-dir "$OUT_DIR/target-peers"
+    cargo build --release --locked --quiet --manifest-path "$MAY_DIR/Cargo.toml" \
         --target-dir "$OUT_DIR/target-peers"
 }
 
@@ -99,6 +103,16 @@ start_peer() {
         >"$OUT_DIR/peer.out" 2>"$OUT_DIR/peer.err" &
     STARTED_PIDS+=("$!")
     wait_for_line "$OUT_DIR/peer.out" "listening on"
+}
+
+# start_may PORT: may-static (may_minihttp) with one worker thread on the
+# server CPU, serving $OUT_DIR/www like nginx.
+start_may() {
+    local port=$1
+    "${ON_SERVER_CPU[@]}" env MAY_WORKERS=1 "$MAY_BIN" "127.0.0.1:$port" "$OUT_DIR/www" \
+        >"$OUT_DIR/may.out" 2>"$OUT_DIR/may.err" &
+    STARTED_PIDS+=("$!")
+    wait_for_line "$OUT_DIR/may.out" "listening on"
 }
 
 # start_nginx PORT: one worker, static files from $OUT_DIR/www, loopback only.

@@ -2,7 +2,7 @@
 """Summarizes perf/run's results.tsv as markdown: medians per cell, then
 uringnotes' ratios to the best peer.
 
-Peers: nginx and hyper-notes. For POST the comparable pair is uringnotes
+Peers: nginx, hyper-notes and may-static (may_minihttp). For POST the comparable pair is uringnotes
 with --fsync never against hyper-notes (both write without fsync);
 uringnotes-fsync (the default, durable) is listed for reference only.
 Usage: summarize.py results.tsv
@@ -18,7 +18,7 @@ WORKLOADS = {
     "page": "GET / (100 notes)",
     "post": "POST /notes",
 }
-PEERS = ("nginx", "hyper-notes")
+PEERS = ("nginx", "hyper-notes", "may-static")
 
 
 def num(v):
@@ -98,6 +98,21 @@ def main(path):
             print(
                 f"| {build} | {WORKLOADS[workload]} | {conns} | {best_rps} | {fmt(rps_ratio, 2)}x "
                 f"| {best_cpu} | {fmt(cpu_ratio, 2)}x |"
+            )
+
+    print()
+    print("POST /notes (--fsync never) / GET /notes/{id}, same build (req/s; server CPU per request)")
+    print()
+    print("| build | conns | POST req/s / GET req/s | POST CPU/req / GET CPU/req |")
+    print("|---|---:|---:|---:|")
+    for build in ("uringnotes", "uringnotes-coop"):
+        for conns in sorted({k[1] for k in order if k[0] == "post"}):
+            post, get = med.get(("post", conns, build)), med.get(("note", conns, build))
+            if not post or not get or not get["rps"] or not get["cpu"]:
+                continue
+            print(
+                f"| {build} | {conns} | {fmt(post['rps'] / get['rps'], 2)}x "
+                f"| {fmt(post['cpu'] / get['cpu'] if post['cpu'] else None, 2)}x |"
             )
 
 

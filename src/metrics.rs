@@ -110,6 +110,8 @@ pub struct CoreMetrics {
     fsyncs: AtomicU64,
     records_durable: AtomicU64,
     log_bytes: AtomicU64,
+    /// pwrite(2) calls on the log: one per batch.
+    log_writes: AtomicU64,
     write_errors: AtomicU64,
     notes_received_from_cores: AtomicU64,
     inbox_depth: AtomicU64,
@@ -140,6 +142,7 @@ impl Default for CoreMetrics {
             fsyncs: AtomicU64::new(0),
             records_durable: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
+            log_writes: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             notes_received_from_cores: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
@@ -260,6 +263,10 @@ impl CoreMetrics {
 
     pub fn add_log_bytes(&self, n: u64) {
         bump(&self.log_bytes, n);
+    }
+
+    pub fn add_log_writes(&self, n: u64) {
+        bump(&self.log_writes, n);
     }
 
     pub fn add_write_errors(&self, n: u64) {
@@ -462,6 +469,12 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "gauge",
         "Bytes in the log (found at start-up plus written since).",
         gauges.recovered_log_bytes + sum(&|m| &m.log_bytes),
+    );
+    family(
+        "uringnotes_log_writes_total",
+        "counter",
+        "Writes (pwrite calls) to the log: one per batch of notes; notes per write is the batch size.",
+        sum(&|m| &m.log_writes),
     );
     family(
         "uringnotes_fsyncs_total",

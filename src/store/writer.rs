@@ -521,6 +521,7 @@ impl LogWriter {
             Ok(()) => {
                 seg.len += bytes.len() as u64;
                 self.core_metrics().add_log_bytes(bytes.len() as u64);
+                self.core_metrics().add_log_writes(1);
             }
             Err(_) => {
                 // The batch fails as a whole: cut its bytes off again; if
