@@ -2,9 +2,10 @@
 """Summarizes perf/run's results.tsv as markdown: medians per cell, then
 uringnotes' ratios to the best peer.
 
-Peers: nginx, hyper-notes and may-static (may_minihttp). For POST the comparable pair is uringnotes
-with --fsync never against hyper-notes (both write without fsync);
-uringnotes-fsync (the default, durable) is listed for reference only.
+Peers: nginx, hyper-notes and may-static (may_minihttp; perf/run's
+GET_PEERS). For POST the comparable pair is uringnotes with --fsync never
+against hyper-notes (both write without fsync); uringnotes-fsync (the
+default, durable) is listed for reference only.
 Usage: summarize.py results.tsv
 """
 
@@ -100,21 +101,23 @@ def main(path):
                 f"| {best_cpu} | {fmt(cpu_ratio, 2)}x |"
             )
 
-    print()
-    print("POST /notes (--fsync never) / GET /notes/{id}, same build (req/s; server CPU per request)")
-    print()
-    print("| build | conns | POST req/s / GET req/s | POST CPU/req / GET CPU/req |")
-    print("|---|---:|---:|---:|")
+    ratios = []
     for build in ("uringnotes", "uringnotes-coop"):
         for conns in sorted({k[1] for k in order if k[0] == "post"}):
             post, get = med.get(("post", conns, build)), med.get(("note", conns, build))
             if not post or not get or not get["rps"] or not get["cpu"]:
                 continue
-            print(
+            ratios.append(
                 f"| {build} | {conns} | {fmt(post['rps'] / get['rps'], 2)}x "
                 f"| {fmt(post['cpu'] / get['cpu'] if post['cpu'] else None, 2)}x |"
             )
-
+    if ratios:
+        print()
+        print("POST /notes (--fsync never) / GET /notes/{id}, same build (req/s; server CPU per request)")
+        print()
+        print("| build | conns | POST req/s / GET req/s | POST CPU/req / GET CPU/req |")
+        print("|---|---:|---:|---:|")
+        print("\n".join(ratios))
 
 if __name__ == "__main__":
     main(sys.argv[1])
