@@ -191,9 +191,7 @@ fn write_failed(out: &mut Vec<u8>, mode: ResponseMode, route: Route, e: &WriteEr
 
 /// `GET /notes/{id}`.
 pub fn get(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
-    let id = std::str::from_utf8(&req.path()[b"/notes/".len()..])
-        .ok()
-        .and_then(|s| s.parse::<NoteId>().ok());
+    let id = NoteId::parse_bytes(&req.path()[b"/notes/".len()..]).ok();
     let index = shard.index();
     let Some(note) = id.and_then(|id| index.get(&id)) else {
         response::write(
@@ -232,10 +230,7 @@ pub fn list(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseM
                     return error(out, mode, Route::NotesList, &e);
                 }
             },
-            b"before" => match std::str::from_utf8(v)
-                .ok()
-                .and_then(|v| v.parse::<NoteId>().ok())
-            {
+            b"before" => match NoteId::parse_bytes(v).ok() {
                 Some(id) => before = Some(id),
                 None => {
                     return error(

@@ -96,11 +96,17 @@ pub struct ParseNoteIdError;
 impl FromStr for NoteId {
     type Err = ParseNoteIdError;
 
-    /// Parses `NODE-CORE-SEQ` strictly: 8 hex digits, then 1-5 and 1-20
-    /// decimal digits, no signs, no spaces. Byte-wise: this runs on every
-    /// `GET /notes/{id}`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let b = s.as_bytes();
+        NoteId::parse_bytes(s.as_bytes())
+    }
+}
+
+impl NoteId {
+    /// Parses `NODE-CORE-SEQ` strictly: 8 hex digits, then 1-5 and 1-20
+    /// decimal digits, no signs, no spaces. From bytes (a URL path), so the
+    /// caller need not check UTF-8 first: this runs on every
+    /// `GET /notes/{id}`.
+    pub fn parse_bytes(b: &[u8]) -> Result<Self, ParseNoteIdError> {
         if b.len() < 12 || b[8] != b'-' {
             return Err(ParseNoteIdError);
         }
