@@ -552,6 +552,76 @@ fn a_handler_panic_closes_only_its_connection() {
 }
 
 #[test]
+fn a_handler_panic_in_a_dispatched_request_fails_that_request_only() {
+    let _serial = serial();
+    let s = Server::start(&["--cores", "2", "--fault-injection", "--dispatch", "random"]);
+    let mut requester = connect_to(s.addr, HEALTHY);
+    let mut neighbour = connect_to(s.addr, FAILED);
+    post_fault(&s, FAILED, "handler-panic", None);
+    std::thread::sleep(Duration::from_millis(400));
+    // Requests from the healthy core go to either core at random; the
+    // first one to reach the failed core panics there. Its client sees
+    // what a handler panic on its own core would show: no answer, the
+    // connection closed, and at once (not after the dispatch timeout).
+    let mut answered = 0;
+    let closed_after = loop {
+        let asked = Instant::now();
+        match requester.try_request("GET", "/notes?limit=1", &[], b"") {
+            Some(r) => {
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert_eq!(
+                    r.header("x-served-by").map(|v| v.ends_with("/0")),
+                    Some(true)
+                );
+                answered += 1;
+                assert!(
+                    answered < 200,
+                    "no request was dispatched to the failed core"
+                );
+            }
+            None => break asked.elapsed(),
+        }
+    };
+    assert!(
+        closed_after < Duration::from_secs(2),
+        "the client waited {closed_after:?} for the panicked request"
+    );
+    // The failed core was not restarted: its own connection still works,
+    // and dispatched requests reach it again.
+    let r = neighbour
+        .try_request("GET", "/healthz", &[], b"")
+        .expect("answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        restarts(&status(&s), FAILED),
+        0,
+        "a handler panic is not a shard failure"
+    );
+    let mut fresh = connect_to(s.addr, HEALTHY);
+    let served_by_failed = (0..200).any(|_| {
+        let r = fresh
+            .try_request("GET", "/notes?limit=1", &[], b"")
+            .expect("answer");
+        assert_eq!(r.status, 200);
+        r.header("x-served-by").is_some_and(|v| v.ends_with("/1"))
+    });
+    assert!(
+        served_by_failed,
+        "no dispatched request reached the failed core again"
+    );
+    // Neither the panicked request nor its dispatch is left counted in
+    // flight: only the /metrics request itself is.
+    let metrics = s.get("/metrics").text();
+    assert!(
+        metrics.contains("\nuringnotes_requests_inflight 1\n"),
+        "{metrics}"
+    );
+    assert!(s
+        .stderr()
+        .contains("dispatched request handler panicked; its connection is closed"));
+}
+
+#[test]
 fn a_slow_shard_is_not_a_failed_one() {
     let _serial = serial();
     let s = Server::start(&[

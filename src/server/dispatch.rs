@@ -26,14 +26,16 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use futures_lite::FutureExt as _;
 
 use super::inbox::{CoreMsg, DispatchJob, DispatchReply, ReplyTo};
-use super::shard::Shard;
+use super::shard::{panic_message, GaugeUnit, Shard};
 use crate::config::DispatchPolicy;
 use crate::http::request::{self, HeadLimits, HeadStatus, Method};
 use crate::http::response::{self, ResponseMode};
-use crate::metrics::Route;
+use crate::metrics::{CoreMetrics, Route};
 use crate::routes::{self, Reply, Request};
 
 /// Longest wait for a dispatched request's answer (then 504).
@@ -334,17 +336,49 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
         head_only: head.method == Method::Head,
         served_by: shard.served_by(),
     };
-    shard.metrics().inflight_add();
-    let mut out = Vec::new();
-    let reply = routes::handle(&shard, &req, &mut out, mode).await;
-    shard.metrics().inflight_done();
-    send_reply(
-        &shard,
-        job.reply_to,
+    // Handled as on the core that accepted the connection (`conn.rs`):
+    // counted in flight until answered, the same injected faults, and a
+    // panic in the handler fails this request only. Uncaught, it would
+    // unwind this executor's thread: every connection of the core would
+    // be cut and the requester would wait for `DISPATCH_TIMEOUT_MS`.
+    let outcome = AssertUnwindSafe(async {
+        let _inflight = GaugeUnit::begin(
+            &shard,
+            CoreMetrics::inflight_add,
+            CoreMetrics::inflight_done,
+        );
+        if shard.request_faults_armed() {
+            shard.apply_request_faults().await;
+        }
+        let mut out = Vec::new();
+        let reply = routes::handle(&shard, &req, &mut out, mode).await;
         DispatchReply {
             status: reply.status,
             close: reply.close,
             response: out,
-        },
-    );
+        }
+    })
+    .catch_unwind()
+    .await;
+    let reply = outcome.unwrap_or_else(|panic| {
+        tracing::error!(
+            core = shard.id(),
+            panic = %panic_message(&*panic),
+            "dispatched request handler panicked; its connection is closed"
+        );
+        handler_failed_reply()
+    });
+    send_reply(&shard, job.reply_to, reply);
+}
+
+/// The reply for a request whose handler panicked where it was dispatched:
+/// no response, and the connection closed, as when a handler panics on the
+/// core that accepted the connection (a client cannot tell where its
+/// request ran). Counted as a 500.
+fn handler_failed_reply() -> DispatchReply {
+    DispatchReply {
+        status: 500,
+        close: true,
+        response: Vec::new(),
+    }
 }

@@ -19,7 +19,9 @@
 //!   [`SLOW_RESPONSE_DELAY_MS`] for `ms` milliseconds. Slow is not failed:
 //!   the heartbeat keeps going and nothing is restarted.
 //! - `handler-panic`: the next request that shard handles panics inside
-//!   its handler; only that connection is closed.
+//!   its handler; only that connection is closed. That includes a request
+//!   dispatched to the shard from another core (`--dispatch`): the
+//!   connection that sent it is closed, on whichever core it lives.
 //! - `fsync-error`: the shard's log writer (`store/writer.rs`) fails its
 //!   next `count` `fdatasync` calls as if the kernel had returned `EIO`,
 //!   after the data was written: the writes of those batches must be
