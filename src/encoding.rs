@@ -8,25 +8,33 @@
 //! a `<script>` element. Decoding refuses invalid UTF-8 instead of
 //! replacing it, so a stored note is exactly what the client sent.
 
-/// Appends `s` escaped for HTML text or a quoted attribute value.
+/// Appends `s` escaped for HTML text or a quoted attribute value. Clean
+/// runs are found 16 bytes at a time (`clean_prefix_len`): the notes page
+/// escapes the text of every note it shows.
 pub fn html_escape_into(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    let mut last = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let rep: &[u8] = match b {
+    let mut i = 0;
+    loop {
+        let run = clean_prefix_len(&bytes[i..], HTML_SPECIAL, false);
+        out.extend_from_slice(&bytes[i..i + run]);
+        i += run;
+        let Some(&b) = bytes.get(i) else { break };
+        out.extend_from_slice(match b {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
             b'>' => b"&gt;",
             b'"' => b"&quot;",
-            b'\'' => b"&#39;",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[last..i]);
-        out.extend_from_slice(rep);
-        last = i + 1;
+            _ => b"&#39;",
+        });
+        i += 1;
     }
-    out.extend_from_slice(&bytes[last..]);
 }
+
+/// The bytes HTML text and attribute values escape.
+const HTML_SPECIAL: &[u8] = b"&<>\"'";
+/// The bytes JSON strings escape besides the controls below 0x20 (the
+/// others of `JSON_ESCAPE`).
+const JSON_SPECIAL: &[u8] = b"\"\\<>&\x7f";
 
 /// For each byte, what JSON needs instead of it: 0 = itself, b'u' =
 /// `\u00XX`, otherwise the letter after a backslash. `<`, `>`, `&` and DEL
@@ -61,7 +69,7 @@ pub fn json_string_into(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let mut i = 0;
     loop {
-        let run = clean_prefix_len(&bytes[i..]);
+        let run = clean_prefix_len(&bytes[i..], JSON_SPECIAL, true);
         out.extend_from_slice(&bytes[i..i + run]);
         i += run;
         let Some(&b) = bytes.get(i) else { break };
@@ -81,14 +89,16 @@ pub fn json_string_into(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Length of the longest prefix of `bytes` that JSON strings take as it is
-/// (no byte with an entry in `JSON_ESCAPE`).
-fn clean_prefix_len(bytes: &[u8]) -> usize {
+/// Length of the longest prefix of `bytes` with none of the bytes in
+/// `special` and, if `controls`, none below 0x20: what an escaper can copy
+/// as it is.
+#[inline(always)]
+fn clean_prefix_len(bytes: &[u8], special: &[u8], controls: bool) -> usize {
     #[cfg(target_arch = "x86_64")]
     if bytes.len() >= 16 {
         let mut i = 0;
         while i + 16 <= bytes.len() {
-            let mask = escape_mask16(&bytes[i..i + 16]);
+            let mask = escape_mask16(&bytes[i..i + 16], special, controls);
             if mask != 0 {
                 return i + mask.trailing_zeros() as usize;
             }
@@ -99,7 +109,7 @@ fn clean_prefix_len(bytes: &[u8]) -> usize {
         }
         // The tail: the last 16 bytes, ignoring the lanes already checked.
         let last = bytes.len() - 16;
-        let mask = escape_mask16(&bytes[last..]) >> (i - last);
+        let mask = escape_mask16(&bytes[last..], special, controls) >> (i - last);
         return if mask != 0 {
             i + mask.trailing_zeros() as usize
         } else {
@@ -108,18 +118,19 @@ fn clean_prefix_len(bytes: &[u8]) -> usize {
     }
     bytes
         .iter()
-        .position(|&b| JSON_ESCAPE[b as usize] != 0)
+        .position(|&b| (controls && b < 0x20) || special.contains(&b))
         .unwrap_or(bytes.len())
 }
 
-/// Bit `k` set when `chunk[k]` needs escaping in a JSON string: the same
-/// bytes as `JSON_ESCAPE`, 16 at a time with SSE2 (part of x86_64 itself,
-/// so no feature detection is needed).
+/// Bit `k` set when `chunk[k]` is one of `special` or, if `controls`,
+/// below 0x20: 16 bytes at a time with SSE2 (part of x86_64 itself, so no
+/// feature detection is needed).
 #[cfg(target_arch = "x86_64")]
-fn escape_mask16(chunk: &[u8]) -> u32 {
+#[inline(always)]
+fn escape_mask16(chunk: &[u8], special: &[u8], controls: bool) -> u32 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
+        _mm_set1_epi8, _mm_setzero_si128,
     };
     assert!(chunk.len() >= 16);
     // SAFETY: `chunk` has at least 16 bytes (asserted above; the callers'
@@ -127,17 +138,17 @@ fn escape_mask16(chunk: &[u8]) -> u32 {
     // alignment. The other intrinsics are plain SSE2 arithmetic.
     unsafe {
         let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
-        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
-        // Lanes >= 0x20 (unsigned) are the ones max(v, 0x20) leaves as they are.
-        let printable = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x20)), v);
-        let special = _mm_or_si128(
-            _mm_or_si128(
-                _mm_or_si128(eq(b'"'), eq(b'\\')),
-                _mm_or_si128(eq(b'<'), eq(b'>')),
-            ),
-            _mm_or_si128(eq(b'&'), eq(0x7f)),
-        );
-        (!_mm_movemask_epi8(printable) as u32 & 0xffff) | _mm_movemask_epi8(special) as u32
+        let mut hits = _mm_setzero_si128();
+        for &c in special {
+            hits = _mm_or_si128(hits, _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8)));
+        }
+        let mut mask = _mm_movemask_epi8(hits) as u32;
+        if controls {
+            // Lanes >= 0x20 (unsigned) are the ones max(v, 0x20) leaves as they are.
+            let printable = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x20)), v);
+            mask |= !_mm_movemask_epi8(printable) as u32 & 0xffff;
+        }
+        mask
     }
 }
 
@@ -318,24 +329,59 @@ mod tests {
         out
     }
 
-    #[test]
-    fn json_fast_scan_agrees_with_the_table() {
-        // Every ASCII byte and two multi-byte characters, at every position
-        // of strings that cover the 16-byte blocks, the overlapping tail
-        // and the short path.
+    /// HTML escaping byte by byte.
+    fn html_reference(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                '&' => "&amp;".to_string(),
+                '<' => "&lt;".to_string(),
+                '>' => "&gt;".to_string(),
+                '"' => "&quot;".to_string(),
+                '\'' => "&#39;".to_string(),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    /// Strings of `len` characters with `c` at `pos`, for every ASCII
+    /// character and two multi-byte ones, at every position of strings
+    /// that cover the 16-byte blocks, the overlapping tail and the short
+    /// path of the escapers.
+    fn one_special_each() -> impl Iterator<Item = String> {
         let mut specials: Vec<char> = (0u8..=0x7f).map(char::from).collect();
         specials.extend(['é', '€']);
-        for len in 0..40 {
-            for pos in 0..len {
-                for &c in &specials {
-                    let mut s: String = "a".repeat(pos);
+        (0..40usize).flat_map(move |len| {
+            let specials = specials.clone();
+            (0..len).flat_map(move |pos| {
+                specials.clone().into_iter().map(move |c| {
+                    let mut s = "a".repeat(pos);
                     s.push(c);
                     s.push_str(&"b".repeat(len - pos - 1));
-                    let mut out = Vec::new();
-                    json_string_into(&mut out, &s);
-                    assert_eq!(out, json_reference(&s), "{s:?}");
-                }
-            }
+                    s
+                })
+            })
+        })
+    }
+
+    #[test]
+    fn html_fast_scan_agrees_with_the_reference() {
+        for s in one_special_each() {
+            let mut out = Vec::new();
+            html_escape_into(&mut out, &s);
+            assert_eq!(String::from_utf8(out).unwrap(), html_reference(&s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn json_fast_scan_agrees_with_the_table() {
+        for b in 0..=255u8 {
+            let scanned = b < 0x20 || JSON_SPECIAL.contains(&b);
+            assert_eq!(JSON_ESCAPE[b as usize] != 0, scanned, "byte {b:#x}");
+        }
+        for s in one_special_each() {
+            let mut out = Vec::new();
+            json_string_into(&mut out, &s);
+            assert_eq!(out, json_reference(&s), "{s:?}");
         }
         // Several escapes in one string, and a long clean run after them.
         let s = format!("\"<\u{1f}>&\u{7f}\\{}", "x".repeat(100));
