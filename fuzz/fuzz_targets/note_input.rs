@@ -17,17 +17,21 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = encoding::form_field(data, "text");
+    // Ids in URL paths are parsed from bytes: whatever parses is ASCII.
+    if let Ok(id) = NoteId::parse_bytes(data) {
+        assert!(data.is_ascii());
+        assert_eq!(NoteId::parse_bytes(id.to_string().as_bytes()), Ok(id));
+    }
     if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(id) = s.parse::<NoteId>() {
-            assert_eq!(id.to_string().parse::<NoteId>().unwrap(), id);
-        }
+        assert_eq!(s.parse::<NoteId>().ok(), NoteId::parse_bytes(data).ok());
         let mut out = Vec::new();
         encoding::json_string_into(&mut out, s);
         let back: String = serde_json_free_decode(&out);
         assert_eq!(back, s);
         let mut html = Vec::new();
         encoding::html_escape_into(&mut html, s);
-        assert!(!html.contains(&b'<'));
+        assert!(!html.iter().any(|b| b"<>\"'".contains(b)));
+        assert_eq!(html_decode(&html), s);
     }
 });
 
@@ -57,4 +61,15 @@ fn serde_json_free_decode(json: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Undoes `html_escape_into`'s five entities.
+fn html_decode(html: &[u8]) -> String {
+    std::str::from_utf8(html)
+        .unwrap()
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
 }
