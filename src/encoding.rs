@@ -12,22 +12,15 @@
 /// runs are found 16 bytes at a time (`clean_prefix_len`): the notes page
 /// escapes the text of every note it shows.
 pub fn html_escape_into(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    loop {
-        let run = clean_prefix_len(&bytes[i..], HTML_SPECIAL, false);
-        out.extend_from_slice(&bytes[i..i + run]);
-        i += run;
-        let Some(&b) = bytes.get(i) else { break };
+    escape_runs(out, s.as_bytes(), HTML_SPECIAL, false, |out, b| {
         out.extend_from_slice(match b {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
             b'>' => b"&gt;",
             b'"' => b"&quot;",
             _ => b"&#39;",
-        });
-        i += 1;
-    }
+        })
+    });
 }
 
 /// The bytes HTML text and attribute values escape.
@@ -67,12 +60,7 @@ pub fn json_string_into(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut i = 0;
-    loop {
-        let run = clean_prefix_len(&bytes[i..], JSON_SPECIAL, true);
-        out.extend_from_slice(&bytes[i..i + run]);
-        i += run;
-        let Some(&b) = bytes.get(i) else { break };
+    escape_runs(out, bytes, JSON_SPECIAL, true, |out, b| {
         match JSON_ESCAPE[b as usize] {
             b'u' => out.extend_from_slice(&[
                 b'\\',
@@ -84,9 +72,30 @@ pub fn json_string_into(out: &mut Vec<u8>, s: &str) {
             ]),
             esc => out.extend_from_slice(&[b'\\', esc]),
         }
+    });
+    out.push(b'"');
+}
+
+/// Appends `bytes` to `out`: runs without a byte to escape (see
+/// `clean_prefix_len`) are copied at once, each byte to escape goes through
+/// `escape`.
+#[inline(always)]
+fn escape_runs(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    special: &[u8],
+    controls: bool,
+    mut escape: impl FnMut(&mut Vec<u8>, u8),
+) {
+    let mut i = 0;
+    loop {
+        let run = clean_prefix_len(&bytes[i..], special, controls);
+        out.extend_from_slice(&bytes[i..i + run]);
+        i += run;
+        let Some(&b) = bytes.get(i) else { return };
+        escape(out, b);
         i += 1;
     }
-    out.push(b'"');
 }
 
 /// Length of the longest prefix of `bytes` with none of the bytes in

@@ -539,16 +539,19 @@ fn a_handler_panic_closes_only_its_connection() {
         0,
         "a handler panic is not a shard failure"
     );
-    // The panicked request is not left counted in flight (dispatch reads
-    // that count): only the /metrics request itself is.
+    assert_panicked_request_ended(&s, "request handler panicked; closed that connection only");
+}
+
+/// After a handler panic: the panicked request is not left counted in
+/// flight (dispatch reads that count; only the /metrics request itself is),
+/// and the server logged `message`.
+fn assert_panicked_request_ended(s: &Server, message: &str) {
     let metrics = s.get("/metrics").text();
     assert!(
         metrics.contains("\nuringnotes_requests_inflight 1\n"),
         "{metrics}"
     );
-    assert!(s
-        .stderr()
-        .contains("request handler panicked; closed that connection only"));
+    assert!(s.stderr().contains(message));
 }
 
 #[test]
@@ -609,16 +612,10 @@ fn a_handler_panic_in_a_dispatched_request_fails_that_request_only() {
         served_by_failed,
         "no dispatched request reached the failed core again"
     );
-    // Neither the panicked request nor its dispatch is left counted in
-    // flight: only the /metrics request itself is.
-    let metrics = s.get("/metrics").text();
-    assert!(
-        metrics.contains("\nuringnotes_requests_inflight 1\n"),
-        "{metrics}"
+    assert_panicked_request_ended(
+        &s,
+        "dispatched request handler panicked; its connection is closed",
     );
-    assert!(s
-        .stderr()
-        .contains("dispatched request handler panicked; its connection is closed"));
 }
 
 #[test]
