@@ -26,7 +26,10 @@
 //!   in particular a panic that escaped every `catch_unwind` and unwound the
 //!   thread. The panic hook ([`install_panic_hook`]) logs every panic with
 //!   its thread (`shard-N-…`) and location and keeps the message, so the
-//!   failure reason names it.
+//!   failure reason names it. Whenever an incarnation's thread ends, the
+//!   other cores are told (`CoreMsg::ShardLost`): requests they dispatched
+//!   to it that it had taken are answered 502 at once
+//!   (`dispatch::fail_lost`) instead of at the dispatch timeout.
 //! - **Stall.** Every shard's sweeper bumps a heartbeat every
 //!   `SWEEP_INTERVAL_MS` (100 ms). A heartbeat that has not moved for
 //!   `--stall-timeout` means the executor thread is stuck (a blocking call,
@@ -146,6 +149,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::server::inbox::CoreMsg;
 use crate::server::incarnation::{ExitReason, Incarnation, Report};
 use crate::server::listener;
 use crate::server::shard::{self, Shared};
@@ -539,6 +543,19 @@ impl Watchdog {
                         connections = closed,
                         "closed connections that a shard's ended executor left open (glommio did not drop their tasks)"
                     );
+                }
+                // Requests other cores dispatched to it and it had taken are
+                // lost: their requesters answer now instead of at the
+                // dispatch timeout. (A full inbox keeps the timeout.)
+                if !matches!(self.phase, Phase::Stopping { .. }) {
+                    for (other, inbox) in self.shared.inboxes.iter().enumerate() {
+                        if other != core {
+                            inbox.try_send_now(CoreMsg::ShardLost {
+                                core,
+                                generation: incarnation.generation,
+                            });
+                        }
+                    }
                 }
                 if !current {
                     return;

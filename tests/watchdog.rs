@@ -619,6 +619,54 @@ fn a_handler_panic_in_a_dispatched_request_fails_that_request_only() {
 }
 
 #[test]
+fn a_dispatched_request_lost_with_its_shard_is_answered_at_once() {
+    let _serial = serial();
+    let s = Server::start(&["--cores", "2", "--fault-injection", "--dispatch", "random"]);
+    // The unwind must land while a request from the healthy core runs on
+    // the failed one (slowed to 250 ms per response, so nearly always).
+    for attempt in 1..=3u64 {
+        let mut requester = connect_to(s.addr, HEALTHY);
+        post_fault(&s, FAILED, "slow", Some(3_000));
+        std::thread::sleep(Duration::from_millis(400));
+        let asking = std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                let asked = Instant::now();
+                let r = requester.try_request("GET", "/notes?limit=1", &[], b"");
+                outcomes.push((asked.elapsed(), r.as_ref().map(|r| r.status)));
+                if r.is_none() {
+                    break;
+                }
+            }
+            outcomes
+        });
+        std::thread::sleep(Duration::from_millis(900));
+        post_fault(&s, FAILED, "unwind", None);
+        let outcomes = asking.join().unwrap();
+        for (took, status) in &outcomes {
+            assert_ne!(
+                *status,
+                Some(504),
+                "waited for the dispatch timeout: {outcomes:?}"
+            );
+            assert!(*took < Duration::from_secs(2), "{outcomes:?}");
+        }
+        wait_until_serving(s.addr, FAILED, attempt, Duration::from_secs(10));
+        if let Some(i) = outcomes.iter().position(|(_, status)| *status == Some(502)) {
+            // The dispatched request died with its shard: its client got
+            // 502 at once (not 504 after 10 s), and the connection closed.
+            assert!(
+                outcomes[i + 1..].iter().all(|(_, status)| status.is_none()),
+                "{outcomes:?}"
+            );
+            return;
+        }
+    }
+    panic!("in 3 attempts, no request was running on the failed core when it unwound");
+}
+
+#[test]
 fn a_slow_shard_is_not_a_failed_one() {
     let _serial = serial();
     let s = Server::start(&[

@@ -853,6 +853,8 @@ impl Cluster {
                 node: conn.peer.node,
                 id: req.id,
             },
+            // The requesting node times out on its own (`DISPATCH_TIMEOUT_MS`).
+            taken_by: None,
             keep_alive: req.keep_alive,
             http10: req.http10,
             raw_head: req.raw_head,

@@ -26,6 +26,7 @@ pub fn reason(status: u16) -> &'static str {
         100 => "Continue",
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
         204 => "No Content",
         303 => "See Other",
         304 => "Not Modified",
@@ -44,7 +45,9 @@ pub fn reason(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
@@ -148,6 +151,18 @@ mod tests {
         head_only: false,
         served_by: None,
     };
+
+    #[test]
+    fn every_status_the_server_sends_has_its_reason_phrase() {
+        // Including those only the admin API (202) and dispatch (502, 504)
+        // send, which once went out as "Unknown".
+        for status in [
+            100, 200, 201, 202, 204, 303, 304, 400, 403, 404, 405, 408, 409, 411, 413, 414, 415,
+            417, 429, 431, 500, 501, 502, 503, 504, 505,
+        ] {
+            assert_ne!(reason(status), "Unknown", "{status}");
+        }
+    }
 
     #[test]
     fn writes_a_complete_response() {

@@ -22,11 +22,12 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
-
-use std::panic::AssertUnwindSafe;
 
 use futures_lite::FutureExt as _;
 
@@ -50,10 +51,12 @@ enum Target {
 }
 
 /// Where a dispatched request's answer lands.
-#[derive(Default)]
 pub struct ReplySlot {
     reply: RefCell<Option<DispatchReply>>,
     waker: RefCell<Option<Waker>>,
+    /// For a request sent to another core of this node: that core, and the
+    /// job's `taken_by` (see `fail_lost`).
+    sent_to: Option<(usize, Arc<AtomicU64>)>,
 }
 
 fn dispatchable(req: &Request<'_>) -> bool {
@@ -203,7 +206,15 @@ async fn remote(
 ) -> Reply {
     let token = shard.dispatch_next_token.get();
     shard.dispatch_next_token.set(token + 1);
-    let slot = Rc::new(ReplySlot::default());
+    let taken_by = match target {
+        Target::Core(core) => Some((core, Arc::new(AtomicU64::new(0)))),
+        Target::Here | Target::Node { .. } => None,
+    };
+    let slot = Rc::new(ReplySlot {
+        reply: RefCell::default(),
+        waker: RefCell::default(),
+        sent_to: taken_by.clone(),
+    });
     shard
         .dispatch_pending
         .borrow_mut()
@@ -213,6 +224,7 @@ async fn remote(
             core: shard.id(),
             token,
         },
+        taken_by: taken_by.map(|(_, taken)| taken),
         keep_alive: mode.keep_alive,
         http10: mode.http10,
         raw_head: req.raw_head.to_vec(),
@@ -279,6 +291,47 @@ pub fn deliver(shard: &Shard, token: u64, reply: DispatchReply) {
         if let Some(w) = slot.waker.borrow_mut().take() {
             w.wake();
         }
+    }
+}
+
+/// Answers, at once, the requests this core sent to `core` that its
+/// incarnation `generation` had taken and not answered when its thread
+/// ended (without this they would wait for `DISPATCH_TIMEOUT_MS`). Those
+/// still queued are left for the successor, which runs them. 502: the
+/// request may or may not have taken effect, as with a 504.
+pub fn fail_lost(shard: &Shard, core: usize, generation: u64) {
+    let lost: Vec<u64> = shard
+        .dispatch_pending
+        .borrow()
+        .iter()
+        .filter(|(_, slot)| {
+            slot.sent_to.as_ref().is_some_and(|(to, taken)| {
+                *to == core && taken.load(Ordering::Acquire) == generation + 1
+            })
+        })
+        .map(|(&token, _)| token)
+        .collect();
+    for token in lost {
+        let mut response = Vec::new();
+        let mode = ResponseMode {
+            keep_alive: false,
+            http10: false,
+            head_only: false,
+            served_by: None,
+        };
+        response::write_text(
+            &mut response,
+            mode,
+            502,
+            &[],
+            "the shard serving this request failed while running it",
+        );
+        let reply = DispatchReply {
+            status: 502,
+            close: true,
+            response,
+        };
+        deliver(shard, token, reply);
     }
 }
 

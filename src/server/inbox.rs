@@ -21,7 +21,8 @@
 //!
 //! The same inbox carries the shutdown request from the main thread.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
@@ -61,6 +62,10 @@ pub enum CoreMsg {
         id: u64,
         reply: DispatchReply,
     },
+    /// From the watchdog: the executor thread of `core`'s incarnation
+    /// `generation` has ended. Requests this core dispatched there that it
+    /// had taken and not answered died with it (`dispatch::fail_lost`).
+    ShardLost { core: usize, generation: u64 },
 }
 
 /// Where the reply to a dispatched request goes.
@@ -77,6 +82,11 @@ pub enum ReplyTo {
 #[derive(Debug)]
 pub struct DispatchJob {
     pub reply_to: ReplyTo,
+    /// For a job from a core of this node: 0 while queued; the executing
+    /// incarnation's generation + 1 once it takes the job from its inbox.
+    /// The requester reads it when that incarnation's thread ends: a job
+    /// still queued is run by the successor, a taken one is lost.
+    pub taken_by: Option<Arc<AtomicU64>>,
     pub keep_alive: bool,
     pub http10: bool,
     pub raw_head: Vec<u8>,
@@ -135,6 +145,14 @@ impl Inbox {
             }
         }
         self.waker.wake();
+    }
+
+    /// Queues a message without waiting, from any thread (the watchdog's):
+    /// false if the queue is full.
+    pub fn try_send_now(&self, msg: CoreMsg) -> bool {
+        let queued = self.queue.push(msg).is_ok();
+        self.waker.wake();
+        queued
     }
 
     /// Whether notes wake the consumer at once (see the module doc). Turning

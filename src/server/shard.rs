@@ -983,7 +983,13 @@ async fn run_inbox(shard: Rc<Shard>) {
                         }
                     }
                     CoreMsg::Dispatch(job) => {
+                        if let Some(taken_by) = &job.taken_by {
+                            taken_by.store(shard.incarnation.generation + 1, Ordering::Release);
+                        }
                         glommio::spawn_local(dispatch::execute(Rc::clone(&shard), job)).detach();
+                    }
+                    CoreMsg::ShardLost { core, generation } => {
+                        dispatch::fail_lost(&shard, core, generation)
                     }
                     CoreMsg::DispatchReply { token, reply } => {
                         dispatch::deliver(&shard, token, reply)
