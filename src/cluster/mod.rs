@@ -889,19 +889,7 @@ impl Cluster {
 
 /// A 503 for a request whose remote execution failed.
 pub fn unavailable_reply(why: &str) -> DispatchReply {
-    let mut out = Vec::new();
-    let mode = crate::http::response::ResponseMode {
-        keep_alive: false,
-        http10: false,
-        head_only: false,
-        served_by: None,
-    };
-    crate::http::response::write_text(&mut out, mode, 503, &[("Retry-After", "1")], why);
-    DispatchReply {
-        status: 503,
-        close: true,
-        response: out,
-    }
+    crate::server::dispatch::closing_reply(503, &[("Retry-After", "1")], why)
 }
 
 impl PeerHandler for Cluster {

@@ -312,26 +312,26 @@ pub fn fail_lost(shard: &Shard, core: usize, generation: u64) {
         .map(|(&token, _)| token)
         .collect();
     for token in lost {
-        let mut response = Vec::new();
-        let mode = ResponseMode {
-            keep_alive: false,
-            http10: false,
-            head_only: false,
-            served_by: None,
-        };
-        response::write_text(
-            &mut response,
-            mode,
-            502,
-            &[],
-            "the shard serving this request failed while running it",
-        );
-        let reply = DispatchReply {
-            status: 502,
-            close: true,
-            response,
-        };
-        deliver(shard, token, reply);
+        let why = "the shard serving this request failed while running it";
+        deliver(shard, token, closing_reply(502, &[], why));
+    }
+}
+
+/// A plain-text error reply with `status` that closes the client's
+/// connection, for a dispatched request that could not be answered.
+pub fn closing_reply(status: u16, headers: &[(&str, &str)], why: &str) -> DispatchReply {
+    let mut response = Vec::new();
+    let mode = ResponseMode {
+        keep_alive: false,
+        http10: false,
+        head_only: false,
+        served_by: None,
+    };
+    response::write_text(&mut response, mode, status, headers, why);
+    DispatchReply {
+        status,
+        close: true,
+        response,
     }
 }
 
