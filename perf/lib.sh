@@ -194,6 +194,22 @@ cpu_ticks() {
     echo "$total"
 }
 
+# wrk_cell ROUND CONNS NAME PID URL OUT_TXT: warms up for $WARMUP (default 1 s), then runs
+# wrk -t1 for $DURATION on the client CPU; prints "round conns name req/s
+# server-CPU-us-per-request" (tab-separated) from wrk's report and the
+# server's CPU ticks over the run.
+wrk_cell() {
+    local round=$1 conns=$2 name=$3 pid=$4 url=$5 out=$6 before after
+    "${ON_CLIENT_CPU[@]}" wrk -t1 -c"$conns" -d"${WARMUP:-1s}" "$url" >/dev/null
+    before=$(cpu_ticks "$pid")
+    "${ON_CLIENT_CPU[@]}" wrk -t1 -c"$conns" -d"$DURATION" "$url" >"$out"
+    after=$(cpu_ticks "$pid")
+    awk -v r="$round" -v c="$conns" -v s="$name" -v t="$((after - before))" -v hz="$CLK_TCK" '
+        /requests in/ {n = $1}
+        /Requests\/sec/ {rps = $2}
+        END {printf "%s\t%s\t%s\t%s\t%.2f\n", r, c, s, rps, (n > 0 ? t / hz * 1e6 / n : 0)}' "$out"
+}
+
 # post_note PORT TEXT: prints the Location of the created note.
 post_note() {
     curl -fs -o /dev/null -D - --data-urlencode "text=$2" "http://127.0.0.1:$1/notes" |
