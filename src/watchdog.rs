@@ -106,8 +106,12 @@
 //! same holds, for a few microseconds, for a thread that is unwinding.
 //!
 //! In a cluster, shard 0 also runs the cluster (peer listener, membership
-//! socket, peer connections), whose tasks and sockets do not end with the
-//! shard: its failure is not restarted in-process but exits (status 3).
+//! socket, peer connections). Their sockets are in the same registry, so a
+//! failed shard 0's cluster ends with it: peers see their connections end,
+//! and the successor starts a new cluster on the same port, with a new
+//! SWIM incarnation. To its peers that is a restart of the node: they
+//! reconnect, exchange version vectors and send each other what is
+//! missing. The other shards keep serving meanwhile.
 //!
 //! # glommio 0.9 behaviour relied on (read in its source, then measured)
 //!
@@ -645,17 +649,8 @@ impl Watchdog {
             Phase::Stopping { .. } => return,
             Phase::Supervising => {}
         }
-        // 3. Restart intensity. In a cluster, shard 0 also runs the
-        // cluster (peer listener, membership socket, peer connections),
-        // whose tasks and sockets do not end with the shard: it cannot be
-        // restarted inside the process, so its failure goes to the service
-        // manager at once (peers see the node leave and rejoin).
-        let verdict = if core == 0 && self.shared.cluster.enabled {
-            Some(
-                "shard 0 runs the cluster, which cannot be restarted inside the process"
-                    .to_string(),
-            )
-        } else if !self.intensity.allow(now) {
+        // 3. Restart intensity.
+        let verdict = if !self.intensity.allow(now) {
             Some(format!(
                 "that is more than --max-restarts {} restarts within --restart-window {} ms: \
                  restarting is not helping",

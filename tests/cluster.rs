@@ -449,3 +449,85 @@ fn an_incompatible_protocol_version_is_refused_with_a_reason() {
         a.stderr()
     );
 }
+
+/// `/_status` from a new connection, or None if the connection landed on a
+/// shard that is down (or was cut).
+fn try_status(s: &Server) -> Option<serde_json::Value> {
+    let mut c = Client::try_connect(s.addr, Duration::from_millis(500)).ok()?;
+    let r = c.try_request("GET", "/_status", &[], b"")?;
+    (r.status == 200).then(|| r.json())
+}
+
+#[test]
+fn a_failed_shard_0_is_restarted_in_process_and_the_node_rejoins_its_cluster() {
+    // Shard 0 runs the cluster (peer listener, membership, peer
+    // connections). When it fails, the watchdog ends those sockets with it
+    // and the successor starts a new cluster on the same port; the other
+    // shard keeps serving and the node stays up.
+    let net = Net::new();
+    // The production stall timeout (the harness relaxes it).
+    let mut a = net.start("a", 5, &[], &["--stall-timeout", "1s"]);
+    let b = net.start("b", 6, &[&a], &[]);
+    wait_mesh(&[&a, &b]);
+    assert_eq!(a.post_note("before the failures").status, 201);
+    wait_converged(&[&a, &b]);
+
+    for (n, kind) in ["panic", "unwind", "stall"].into_iter().enumerate() {
+        let restarts = n as u64 + 1;
+        // A stall long enough to be detected; the stuck thread wakes up
+        // (and must not disturb its successor) during the checks below.
+        let path = format!("/_admin/fault?shard=0&kind={kind}&ms=3000");
+        let r = a.request("POST", &path, &[], b"");
+        assert_eq!(r.status, 202, "{kind}: {}", r.text());
+        assert!(
+            wait_until(CONVERGE, || try_status(&a)
+                .is_some_and(
+                    |st| st["shards"][0]["restarts"].as_u64() >= Some(restarts)
+                )),
+            "{kind}: shard 0 was not restarted"
+        );
+        assert!(
+            a.wait_exit(Duration::from_millis(10)).is_none(),
+            "{kind}: node a exited"
+        );
+        // The cluster is back: notes written on either node after the
+        // failure reach the other one.
+        let on_b = format!("after {kind}, written on b");
+        let on_a = format!("after {kind}, written on a");
+        assert_eq!(b.post_note(&on_b).status, 201);
+        assert!(
+            wait_until(CONVERGE, || a.post_note(&on_a).status == 201),
+            "{kind}: node a does not take writes"
+        );
+        let both = |s: &Server| {
+            let t = texts(s);
+            t.contains(&on_a) && t.contains(&on_b)
+        };
+        assert!(
+            wait_until(CONVERGE, || both(&a) && both(&b)),
+            "{kind}: notes written after the failure did not replicate: a {:?}, b {:?}",
+            texts(&a),
+            texts(&b)
+        );
+        wait_mesh(&[&a, &b]);
+    }
+    // The stalled thread has woken up by now and found itself replaced;
+    // its cluster must not come back (no second connection, no stale
+    // identity): the node still replicates both ways.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        a.post_note("after the stalled thread woke, on a").status,
+        201
+    );
+    assert_eq!(
+        b.post_note("after the stalled thread woke, on b").status,
+        201
+    );
+    let ids = wait_converged(&[&a, &b]);
+    assert_eq!(ids.len(), 9, "no note lost or doubled: {ids:?}");
+    wait_mesh(&[&a, &b]);
+    assert!(
+        a.wait_exit(Duration::from_millis(10)).is_none(),
+        "node a exited"
+    );
+}

@@ -755,31 +755,3 @@ fn the_fault_route_exists_only_with_fault_injection() {
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
 }
-
-#[test]
-fn in_a_cluster_shard_0_is_not_restarted_in_process_but_the_others_are() {
-    let _serial = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let cookie = tmp.path().join("cookie");
-    std::fs::write(&cookie, "test-cluster-cookie-0123456789abcdef\n").unwrap();
-    let cookie = cookie.to_str().unwrap().to_string();
-    let mut s = start(
-        &tmp.path().join("data"),
-        &["--peer-listen", "127.0.0.1:0", "--cookie-file", &cookie],
-    );
-    // Shard 1 is restarted as usual.
-    post_fault(&s, FAILED, "panic", None);
-    wait_until_serving(s.addr, FAILED, 1, Duration::from_secs(10));
-    // Shard 0 owns the cluster's sockets and tasks: its failure goes to the
-    // service manager.
-    post_fault(&s, 0, "panic", None);
-    let exit = s
-        .wait_exit(Duration::from_secs(20))
-        .expect("the node exits when shard 0 fails");
-    assert_eq!(exit.code(), Some(3), "exit status {exit:?}");
-    let stderr = s.stderr();
-    assert!(
-        stderr.contains("shard 0 runs the cluster, which cannot be restarted inside the process"),
-        "{stderr}"
-    );
-}

@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Cookie, DATAGRAM_TAG_BYTES};
+use crate::server::incarnation::RegisteredSocket;
 
 /// Largest membership datagram (foca packs updates up to this size).
 pub const DATAGRAM_BYTES_MAX: usize = 1400;
@@ -78,6 +79,9 @@ type Swim = Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
 pub struct Membership {
     swim: RefCell<Swim>,
+    /// The socket's record in shard 0's registry, released before the
+    /// socket closes (declared first, dropped first).
+    _registration: Option<RegisteredSocket>,
     socket: Rc<UdpSocket>,
     cookie: Cookie,
     events: RefCell<Vec<MemberEvent>>,
@@ -110,20 +114,26 @@ fn config() -> foca::Config {
 }
 
 impl Membership {
+    /// `register` records the new socket with shard 0's incarnation (see
+    /// `Shard::register_socket`).
     pub fn start(
         me: MemberId,
         bind: SocketAddr,
         cookie: Cookie,
+        register: impl FnOnce(RawFd) -> Option<RegisteredSocket>,
         blocked: Box<dyn Fn(SocketAddr) -> bool>,
     ) -> std::io::Result<Rc<Membership>> {
         let socket = crate::server::listener::bind_udp(bind)?;
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(socket);
+        let registration = register(fd);
         // SAFETY: a bound UDP socket we just created and hand over.
-        let socket = unsafe { UdpSocket::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(socket)) };
+        let socket = unsafe { UdpSocket::from_raw_fd(fd) };
         let mut seed = [0u8; 32];
         let _ = getrandom::fill(&mut seed);
         let swim = Foca::new(me, config(), SmallRng::from_seed(seed), PostcardCodec);
         let m = Rc::new(Membership {
             swim: RefCell::new(swim),
+            _registration: registration,
             socket: Rc::new(socket),
             cookie,
             events: RefCell::default(),

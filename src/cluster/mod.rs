@@ -39,7 +39,7 @@ pub mod wire;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +51,7 @@ use glommio::net::{TcpListener, TcpStream};
 use rustc_hash::FxHashMap;
 
 use crate::server::inbox::{CoreMsg, DispatchJob, DispatchReply, ReplyTo};
+use crate::server::incarnation::RegisteredSocket;
 use crate::server::shard::Shard;
 use crate::store::index::NoteRef;
 use crate::store::note::Origin;
@@ -112,6 +113,13 @@ pub struct ClusterShared {
     pub bound: std::sync::OnceLock<SocketAddr>,
 }
 
+/// The peer listener and its registration with shard 0's incarnation
+/// (released first: fields drop in declaration order).
+struct PeerListener {
+    _registration: Option<RegisteredSocket>,
+    listener: TcpListener,
+}
+
 impl ClusterShared {
     pub fn new(enabled: bool, cores: usize) -> ClusterShared {
         ClusterShared {
@@ -145,6 +153,10 @@ impl ClusterShared {
 
 struct Member {
     ident: NodeIdentity,
+    /// The newest SWIM incarnation seen up: a node that restarted (or whose
+    /// shard 0 did) comes back with a newer one, and the old one's
+    /// later "down" is not about the node any more.
+    incarnation: u64,
     next_dial: Instant,
     backoff_ms: u64,
     dialing: bool,
@@ -188,7 +200,23 @@ impl Cluster {
             Some(p) => Cookie::load(p)?,
             None => unreachable!("config validation requires a cookie file"),
         };
-        let listener = crate::server::listener::ensure_not_in_use(peer_listen)
+        // A restarted shard 0 binds the port its first incarnation bound
+        // (that resolved a `:0`). The check that nobody else listens there
+        // is for the first start only: the failed predecessor's sockets may
+        // still be open (a stalled thread, or one still unwinding) until
+        // the watchdog has shut them down, and SO_REUSEPORT lets both exist
+        // meanwhile.
+        let restarted = shard.generation() > 0;
+        let peer_listen = match shard.shared().cluster.bound.get() {
+            Some(bound) if restarted => *bound,
+            _ => peer_listen,
+        };
+        let in_use_check = if restarted {
+            Ok(())
+        } else {
+            crate::server::listener::ensure_not_in_use(peer_listen)
+        };
+        let listener = in_use_check
             .and_then(|()| crate::server::listener::bind_one(peer_listen, 1024))
             .map_err(|source| ClusterError::Listen {
                 addr: peer_listen,
@@ -201,8 +229,12 @@ impl Cluster {
             .and_then(|a| a.as_socket())
             .unwrap_or(peer_listen);
         let _ = shard.shared().cluster.bound.set(peer_listen);
+        let listener_fd = listener.into_raw_fd();
         // SAFETY: a listening socket we just created and hand over.
-        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+        let listener = PeerListener {
+            _registration: shard.register_socket(listener_fd),
+            listener: unsafe { TcpListener::from_raw_fd(listener_fd) },
+        };
         let advertise = match config.peer_advertise {
             Some(a) => a,
             None => peer_listen,
@@ -237,22 +269,27 @@ impl Cluster {
         });
         let shared = Arc::clone(cluster.shard.shared_arc());
         let blocked_addrs = Rc::clone(&cluster);
+        let registering = Rc::clone(&cluster);
         let membership = Membership::start(
             cluster.member_id(),
             peer_listen,
             cookie,
+            move |fd| registering.shard.register_socket(fd),
+            // A replaced (stalled) incarnation's membership falls silent:
+            // its successor speaks for the node, under a newer incarnation.
             Box::new(move |addr| {
-                shared.cluster.blocked_any.load(Ordering::Acquire)
-                    && blocked_addrs
-                        .members
-                        .try_borrow()
-                        .map(|m| {
-                            m.values().any(|m| {
-                                m.ident.peer_addr == addr
-                                    && shared.cluster.is_blocked(&m.ident.name)
+                blocked_addrs.retired()
+                    || shared.cluster.blocked_any.load(Ordering::Acquire)
+                        && blocked_addrs
+                            .members
+                            .try_borrow()
+                            .map(|m| {
+                                m.values().any(|m| {
+                                    m.ident.peer_addr == addr
+                                        && shared.cluster.is_blocked(&m.ident.name)
+                                })
                             })
-                        })
-                        .unwrap_or(false)
+                            .unwrap_or(false)
             }),
         )
         .map_err(|source| ClusterError::Listen {
@@ -260,6 +297,13 @@ impl Cluster {
             source,
         })?;
         cluster.membership.replace(Some(membership));
+        if restarted {
+            // No peer is connected to this incarnation yet: writes on the
+            // other cores wait for nobody until peers reconnect (the
+            // predecessor's watermarks would make them wait for peers
+            // that are no longer connected to anything).
+            cluster.update_watermarks();
+        }
         glommio::spawn_local(Rc::clone(&cluster).accept_loop(listener)).detach();
         glommio::spawn_local(Rc::clone(&cluster).maintain()).detach();
         tracing::info!(peer_listen = %peer_listen, advertise = %advertise, joins = ?config.join, "cluster started");
@@ -280,9 +324,20 @@ impl Cluster {
         self.shard.shared().cluster.is_blocked(name)
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+    /// True once this cluster's shard was replaced by the watchdog (it had
+    /// stalled and has just woken up): its successor runs a new cluster,
+    /// so this one must not dial, answer, or publish anything any more.
+    fn retired(&self) -> bool {
+        self.shard.superseded()
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: PeerListener) {
         loop {
-            match listener.accept().await {
+            let accepted = listener.listener.accept().await;
+            if self.retired() {
+                return;
+            }
+            match accepted {
                 Ok(stream) => {
                     glommio::spawn_local(Rc::clone(&self).handle_inbound(stream)).detach();
                 }
@@ -297,7 +352,8 @@ impl Cluster {
 
     async fn handle_inbound(self: Rc<Self>, stream: TcpStream) {
         let from = stream.peer_addr().ok();
-        let mut io = FramedStream::new(stream);
+        let registration = self.shard.register_socket(stream.as_raw_fd());
+        let mut io = FramedStream::new(stream).registered(registration);
         let is_blocked = |name: &str| self.is_blocked(name);
         let local = LocalSide {
             me: &self.me,
@@ -324,7 +380,8 @@ impl Cluster {
                 return false;
             }
         };
-        let mut io = FramedStream::new(stream);
+        let registration = self.shard.register_socket(stream.as_raw_fd());
+        let mut io = FramedStream::new(stream).registered(registration);
         let is_blocked = |name: &str| self.is_blocked(name);
         let local = LocalSide {
             me: &self.me,
@@ -370,15 +427,21 @@ impl Cluster {
         if let Some(old) = self.conns.borrow_mut().insert(peer.node, Rc::clone(&conn)) {
             old.close();
         }
-        self.members.borrow_mut().insert(
+        let mut members = self.members.borrow_mut();
+        // The handshake does not carry the SWIM incarnation: keep the
+        // newest one membership reported.
+        let incarnation = members.get(&peer.node).map_or(0, |m| m.incarnation);
+        members.insert(
             peer.node,
             Member {
                 ident: peer.clone(),
+                incarnation,
                 next_dial: Instant::now(),
                 backoff_ms: DIAL_BACKOFF_MIN_MS,
                 dialing: false,
             },
         );
+        drop(members);
         tracing::info!(peer = %peer.name, node = %format_args!("{:08x}", peer.node), addr = %peer.peer_addr, "peer connected");
         if let Some(m) = self.membership.borrow().as_ref() {
             m.announce(MemberId {
@@ -438,6 +501,10 @@ impl Cluster {
     /// The replication watermark of each local stream: the minimum over
     /// connected peers of what they acknowledged.
     pub fn update_watermarks(&self) {
+        if self.retired() {
+            // The successor's cluster owns the watermarks now.
+            return;
+        }
         let shared = self.shard.shared();
         let conns = self.conns.borrow();
         for (core, slot) in shared.cluster.replicated.iter().enumerate() {
@@ -535,7 +602,7 @@ impl Cluster {
 
     /// Periodic work: membership events, dialing, the shared view.
     async fn maintain(self: Rc<Self>) {
-        loop {
+        while !self.retired() {
             self.process_membership_events();
             self.dial_due();
             self.publish_view();
@@ -558,15 +625,26 @@ impl Cluster {
                             peer_addr: id.peer_addr,
                             cores: id.cores,
                         },
+                        incarnation: id.incarnation,
                         next_dial: Instant::now(),
                         backoff_ms: DIAL_BACKOFF_MIN_MS,
                         dialing: false,
                     });
                     entry.ident.peer_addr = id.peer_addr;
                     entry.ident.name = id.name.clone();
+                    entry.incarnation = entry.incarnation.max(id.incarnation);
                     tracing::info!(member = %id.name, "member up");
                 }
                 MemberEvent::Down(id) => {
+                    let newer_is_up = self
+                        .members
+                        .borrow()
+                        .get(&id.node)
+                        .is_some_and(|m| m.incarnation > id.incarnation);
+                    if newer_is_up {
+                        tracing::debug!(member = %id.name, "an earlier incarnation of the member is down");
+                        continue;
+                    }
                     tracing::warn!(member = %id.name, "member down");
                     if let Some(c) = self.conns.borrow().get(&id.node) {
                         c.close();

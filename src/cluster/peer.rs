@@ -31,6 +31,7 @@ use rustc_hash::FxHashMap;
 use super::auth::{self, Cookie};
 use super::frame::{self, Decoded, FrameError, FrameKind, PROTOCOL_VERSION};
 use super::wire::{self, Challenge, Hello, NodeIdentity, SeqRange, WireError};
+use crate::server::incarnation::RegisteredSocket;
 use crate::store::note::Origin;
 
 /// Time allowed for the whole handshake.
@@ -85,6 +86,9 @@ pub enum PeerError {
 
 /// A TCP stream with a frame read buffer.
 pub struct FramedStream {
+    /// The socket's record in shard 0's registry (so the watchdog ends the
+    /// connection if the shard fails); released before the stream closes.
+    registration: Option<RegisteredSocket>,
     pub stream: TcpStream,
     rbuf: Vec<u8>,
     /// Bytes of `rbuf` holding data.
@@ -95,10 +99,18 @@ impl FramedStream {
     pub fn new(stream: TcpStream) -> FramedStream {
         let _ = stream.set_nodelay(true);
         FramedStream {
+            registration: None,
             stream,
             rbuf: Vec::new(),
             rlen: 0,
         }
+    }
+
+    /// Keeps the socket's registration (from `Shard::register_socket`) for
+    /// as long as the connection lives.
+    pub fn registered(mut self, registration: Option<RegisteredSocket>) -> FramedStream {
+        self.registration = registration;
+        self
     }
 
     /// The next complete frame already buffered, as (kind, payload, size).

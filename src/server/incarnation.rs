@@ -8,10 +8,12 @@
 //!   means the executor thread is stuck;
 //! - the lease on the core's note stream ([`StreamLease`]), which the
 //!   watchdog fences before starting a successor;
-//! - a registry of its sockets ([`SocketRegistry`]), so that the watchdog can
-//!   shut them down when the thread cannot (it is stuck), and close them
-//!   when nobody else ever will (the thread unwound and glommio leaked its
-//!   tasks);
+//! - a registry of its sockets ([`SocketRegistry`]): the HTTP listener,
+//!   the connections, and on core 0 of a cluster node the cluster's sockets
+//!   (peer listener, membership socket, peer connections), so that the
+//!   watchdog can shut them down when the thread cannot (it is stuck), and
+//!   close them when nobody else ever will (the thread unwound and glommio
+//!   leaked its tasks);
 //! - the channel on which it reports that it is ready or that it crashed.
 //!
 //! Everything here is written by at most one thread at a time and read
@@ -131,14 +133,22 @@ const LISTENER_SLOT: usize = 0;
 /// calls `shutdown(2)` on it.
 pub struct SocketRegistry {
     slots: Box<[AtomicI32]>,
+    /// Where the slots of other sockets ([`SocketRegistry::register_other`])
+    /// begin: after the listener's and the connections'.
+    others_from: usize,
 }
+
+/// Slots for sockets other than the HTTP listener and connections: the
+/// cluster's peer listener, membership socket and peer connections.
+pub const OTHER_SOCKETS_MAX: usize = 256;
 
 impl SocketRegistry {
     fn new(connections_max: usize) -> SocketRegistry {
         SocketRegistry {
-            slots: (0..connections_max + 1)
+            slots: (0..connections_max + 1 + OTHER_SOCKETS_MAX)
                 .map(|_| AtomicI32::new(EMPTY))
                 .collect(),
+            others_from: connections_max + 1,
         }
     }
 
@@ -157,7 +167,7 @@ impl SocketRegistry {
     /// from outside, and is closed by its shard as usual.
     #[inline]
     pub fn register_connection(&self, conn_slot: usize, fd: RawFd) {
-        if conn_slot + 1 < self.slots.len() {
+        if conn_slot + 1 < self.others_from {
             self.register(conn_slot + 1, fd);
         }
     }
@@ -165,9 +175,29 @@ impl SocketRegistry {
     /// Call before the connection's descriptor is closed.
     #[inline]
     pub fn release_connection(&self, conn_slot: usize, fd: RawFd) {
-        if conn_slot + 1 < self.slots.len() {
+        if conn_slot + 1 < self.others_from {
             self.release(conn_slot + 1, fd);
         }
+    }
+
+    /// Records a socket that is neither the listener nor an HTTP connection
+    /// in a free slot, and returns the slot (None when all
+    /// [`OTHER_SOCKETS_MAX`] are taken: the socket is then closed by its
+    /// owner as usual, but not by the watchdog after a failure). Only the
+    /// incarnation's own thread registers, so a free slot stays free
+    /// between the load and the store.
+    pub fn register_other(&self, fd: RawFd) -> Option<usize> {
+        debug_assert!(fd >= 0);
+        let slot = (self.others_from..self.slots.len())
+            .find(|&slot| self.slots[slot].load(Ordering::Acquire) == EMPTY)?;
+        self.register(slot, fd);
+        Some(slot)
+    }
+
+    /// Call before the socket's descriptor is closed.
+    pub fn release_other(&self, slot: usize, fd: RawFd) {
+        debug_assert!(slot >= self.others_from);
+        self.release(slot, fd);
     }
 
     fn register(&self, slot: usize, fd: RawFd) {
@@ -194,12 +224,16 @@ impl SocketRegistry {
     /// incarnation whose thread is alive but must stop serving. Returns how
     /// many connections were shut down.
     pub fn shut_down_all(&self) -> usize {
+        let others_from = self.others_from;
         self.for_each_claimed(|slot, fd| {
             let how = if slot == LISTENER_SLOT {
                 libc::SHUT_RD
             } else {
                 libc::SHUT_RDWR
             };
+            if slot >= others_from {
+                retire_datagram_socket(fd);
+            }
             // SAFETY: the slot is claimed, so its owner cannot close `fd`
             // until we put it back; shutdown(2) touches no memory.
             unsafe { libc::shutdown(fd, how) };
@@ -249,11 +283,61 @@ impl SocketRegistry {
             }
             let back = f(slot, fd);
             cell.store(back, Ordering::Release);
-            if slot != LISTENER_SLOT {
+            if slot != LISTENER_SLOT && slot < self.others_from {
                 connections += 1;
             }
         }
         connections
+    }
+}
+
+/// If `fd` is a UDP socket (the cluster's membership socket), connects it
+/// to its own address. A UDP socket in a SO_REUSEPORT group keeps receiving
+/// its share of the group's datagrams after `shutdown(2)`, so a stalled
+/// incarnation's socket would swallow part of the membership traffic meant
+/// for its successor; once a member of the group is connected, the kernel
+/// delivers each datagram to the socket whose address matches best, and a
+/// socket connected to itself matches nothing from anyone else.
+fn retire_datagram_socket(fd: RawFd) {
+    // SAFETY: the caller holds the registry slot, so `fd` stays open (and
+    // stays this socket) for the duration of the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let socket = socket2::SockRef::from(&fd);
+    if socket.r#type().ok() != Some(socket2::Type::DGRAM) {
+        return;
+    }
+    if let Ok(own) = socket.local_addr() {
+        if let Err(e) = socket.connect(&own) {
+            tracing::warn!(error = %e, "cannot retire a replaced shard's datagram socket");
+        }
+    }
+}
+
+/// A socket recorded in its incarnation's registry with
+/// [`SocketRegistry::register_other`]; dropping it releases the slot. Keep
+/// it next to the socket it guards and drop it first (declare it before the
+/// socket in a struct), so the descriptor is released before it is closed.
+pub struct RegisteredSocket {
+    incarnation: Arc<Incarnation>,
+    slot: usize,
+    fd: RawFd,
+}
+
+impl RegisteredSocket {
+    /// Registers `fd` with `incarnation`'s registry; None when it is full.
+    pub fn new(incarnation: &Arc<Incarnation>, fd: RawFd) -> Option<RegisteredSocket> {
+        let slot = incarnation.sockets.register_other(fd)?;
+        Some(RegisteredSocket {
+            incarnation: Arc::clone(incarnation),
+            slot,
+            fd,
+        })
+    }
+}
+
+impl Drop for RegisteredSocket {
+    fn drop(&mut self) {
+        self.incarnation.sockets.release_other(self.slot, self.fd);
     }
 }
 
@@ -306,5 +390,38 @@ mod tests {
         let registry = SocketRegistry::new(1);
         registry.register_connection(5, 1000);
         assert_eq!(registry.shut_down_all(), 0);
+    }
+
+    #[test]
+    fn other_sockets_are_ended_with_the_incarnation_and_a_datagram_socket_stops_receiving() {
+        let registry = SocketRegistry::new(2);
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp_slot = registry.register_other(udp.as_raw_fd()).unwrap();
+        let listener_slot = registry.register_other(listener.as_raw_fd()).unwrap();
+        assert_ne!(udp_slot, listener_slot);
+        // Shut down, not connections: the count is of HTTP connections.
+        assert_eq!(registry.shut_down_all(), 0);
+        // The datagram socket is now connected to itself: it takes nothing
+        // from anyone else (in a SO_REUSEPORT group, its successor does).
+        assert_eq!(udp.peer_addr().unwrap(), udp.local_addr().unwrap());
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"probe", udp.local_addr().unwrap()).unwrap();
+        udp.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        // (Shut down, a receive ends at once with 0 bytes: never the probe.)
+        assert!(!matches!(udp.recv(&mut [0u8; 8]), Ok(n) if n > 0));
+        // A released slot is free again; the owner closes its socket.
+        registry.release_other(listener_slot, listener.as_raw_fd());
+        assert_eq!(
+            registry.register_other(listener.as_raw_fd()),
+            Some(listener_slot)
+        );
+        registry.release_other(listener_slot, listener.as_raw_fd());
+        // After the thread ended, what is still registered is closed.
+        let udp_fd = udp.into_raw_fd();
+        registry.close_leaked();
+        // SAFETY: fcntl on a descriptor number only reads the fd table.
+        assert_eq!(unsafe { libc::fcntl(udp_fd, libc::F_GETFD) }, -1, "closed");
     }
 }

@@ -76,8 +76,12 @@ pub fn bind_all(
     Ok((sockets, bound))
 }
 
-/// A UDP socket bound exclusively (no SO_REUSEPORT: membership datagrams
-/// must not be shared with another process).
+/// A UDP socket for membership, on the peer port. It has SO_REUSEPORT so
+/// that a restarted shard 0 can bind while its failed predecessor's socket
+/// is still open. No other process can share it: `Cluster::start` first
+/// checks that the TCP port of the same number is free
+/// (`ensure_not_in_use`), and this node's own listener holds that port
+/// from then on.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -85,6 +89,9 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
         Domain::IPV4
     };
     let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    // A restarted shard 0 binds the port while its failed predecessor's
+    // socket may still be open (see `Cluster::start`).
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)

@@ -61,7 +61,7 @@ use super::dispatch;
 use super::fault::{FaultCell, FaultKind, SLOW_RESPONSE_DELAY_MS};
 use super::feed::Feed;
 use super::inbox::{CoreMsg, Inbox};
-use super::incarnation::{ExitReason, Incarnation, Report, SocketRegistry};
+use super::incarnation::{ExitReason, Incarnation, RegisteredSocket, Report, SocketRegistry};
 use crate::cluster::{Cluster, ClusterShared};
 use crate::config::{AckPolicy, Config};
 use crate::metrics::{AllMetrics, CoreMetrics};
@@ -305,6 +305,19 @@ impl Shard {
     /// This core's sockets, as the watchdog sees them.
     pub fn sockets(&self) -> &SocketRegistry {
         &self.incarnation.sockets
+    }
+
+    /// Records a socket other than the HTTP listener and connections (the
+    /// cluster's) in this incarnation's registry, so that the watchdog
+    /// ends it if this incarnation fails; see [`RegisteredSocket`].
+    pub fn register_socket(&self, fd: RawFd) -> Option<RegisteredSocket> {
+        RegisteredSocket::new(&self.incarnation, fd)
+    }
+
+    /// True once the watchdog replaced this incarnation (it had stalled):
+    /// whatever still runs on it must stop acting for the core.
+    pub fn superseded(&self) -> bool {
+        self.incarnation.superseded()
     }
 
     pub fn generation(&self) -> u64 {
