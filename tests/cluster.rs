@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_until, Client, Net, Server};
+use common::{connect_to, wait_until, Client, Net, Server};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -530,4 +530,76 @@ fn a_failed_shard_0_is_restarted_in_process_and_the_node_rejoins_its_cluster() {
         a.wait_exit(Duration::from_millis(10)).is_none(),
         "node a exited"
     );
+}
+
+#[test]
+fn a_request_relayed_to_another_node_is_answered_at_once_when_shard_0_fails() {
+    // A request for another node from core 1 goes through core 0, which
+    // runs the cluster. If shard 0 fails while the other node is still
+    // answering, its requester gets 502 at once, not 504 after the 10 s
+    // dispatch timeout.
+    let net = Net::new();
+    let a = net.start(
+        "a",
+        7,
+        &[],
+        &["--dispatch", "random", "--stall-timeout", "1s"],
+    );
+    let b = net.start("b", 8, &[&a], &[]);
+    wait_mesh(&[&a, &b]);
+    let relay_lost = "the shard relaying this request to another node failed";
+    for attempt in 1..=3u64 {
+        // Node b answers slowly, so requests relayed to it are nearly
+        // always pending when shard 0 of a unwinds.
+        for shard in 0..2 {
+            let path = format!("/_admin/fault?shard={shard}&kind=slow&ms=3000");
+            assert_eq!(b.request("POST", &path, &[], b"").status, 202);
+        }
+        let mut requester = connect_to(a.addr, 1);
+        let asking = std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            let end = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < end {
+                let asked = std::time::Instant::now();
+                let r = requester.try_request("GET", "/notes?limit=1", &[], b"");
+                let outcome = r.as_ref().map(|r| (r.status, r.text()));
+                outcomes.push((asked.elapsed(), outcome));
+                if r.is_none() {
+                    break;
+                }
+            }
+            outcomes
+        });
+        std::thread::sleep(Duration::from_millis(900));
+        let mut on_core_1 = connect_to(a.addr, 1);
+        let r = on_core_1.request("POST", "/_admin/fault?shard=0&kind=unwind", &[], b"");
+        assert_eq!(r.status, 202, "{}", r.text());
+        let outcomes = asking.join().unwrap();
+        for (took, outcome) in &outcomes {
+            assert!(
+                !matches!(outcome, Some((504, _))) && *took < Duration::from_secs(2),
+                "waited for the dispatch timeout: {outcomes:?}"
+            );
+        }
+        assert!(
+            wait_until(CONVERGE, || try_status(&a)
+                .is_some_and(
+                    |st| st["shards"][0]["restarts"].as_u64() >= Some(attempt)
+                )),
+            "shard 0 was not restarted"
+        );
+        let lost = outcomes
+            .iter()
+            .position(|(_, o)| matches!(o, Some((502, text)) if text.contains(relay_lost)));
+        if let Some(i) = lost {
+            // Its client got 502 at once, and the connection closed.
+            assert!(
+                outcomes[i + 1..].iter().all(|(_, o)| o.is_none()),
+                "{outcomes:?}"
+            );
+            return;
+        }
+        wait_mesh(&[&a, &b]);
+    }
+    panic!("in 3 attempts, no relayed request was pending when shard 0 unwound");
 }

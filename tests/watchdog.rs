@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Client, Server};
+use common::{connect_to, core_of, Client, Server};
 
 /// These scenarios load a two-core server and time its recovery: on a
 /// two-core machine they must not run at the same time as each other.
@@ -48,24 +48,6 @@ fn start(data: &Path, extra: &[&str]) -> Server {
     };
     let args = [&["--cores", "2", "--fault-injection"][..], stall, extra].concat();
     Server::start_in(data, &args)
-}
-
-/// The core serving this connection.
-fn core_of(c: &mut Client) -> Option<usize> {
-    let r = c.try_request("GET", "/_status", &[], b"")?;
-    (r.status == 200).then(|| r.json()["served_by_core"].as_u64().unwrap() as usize)
-}
-
-/// A connection to `core` (new connections land on a core by hash).
-fn connect_to(addr: SocketAddr, core: usize) -> Client {
-    for _ in 0..500 {
-        if let Ok(mut c) = Client::try_connect(addr, REQUEST_TIMEOUT) {
-            if core_of(&mut c) == Some(core) {
-                return c;
-            }
-        }
-    }
-    panic!("no connection landed on core {core} in 500 attempts");
 }
 
 fn status(s: &Server) -> serde_json::Value {

@@ -54,9 +54,18 @@ enum Target {
 pub struct ReplySlot {
     reply: RefCell<Option<DispatchReply>>,
     waker: RefCell<Option<Waker>>,
-    /// For a request sent to another core of this node: that core, and the
-    /// job's `taken_by` (see `fail_lost`).
-    sent_to: Option<(usize, Arc<AtomicU64>)>,
+    /// For a request handed to another core of this node (to run there,
+    /// or for core 0 to relay to another node): see `fail_lost`.
+    sent_to: Option<SentTo>,
+}
+
+/// The core a request was handed to, and the job's `taken_by`.
+struct SentTo {
+    core: usize,
+    taken: Arc<AtomicU64>,
+    /// Handed to core 0 to be forwarded to another node (whose answer comes
+    /// back through core 0), rather than to run there.
+    relayed: bool,
 }
 
 fn dispatchable(req: &Request<'_>) -> bool {
@@ -206,14 +215,24 @@ async fn remote(
 ) -> Reply {
     let token = shard.dispatch_next_token.get();
     shard.dispatch_next_token.set(token + 1);
-    let taken_by = match target {
-        Target::Core(core) => Some((core, Arc::new(AtomicU64::new(0)))),
+    // Core 0 runs the cluster: a request for another node from any other
+    // core goes through it, and its answer comes back through it.
+    let cluster_here = shard.cluster();
+    let sent_to = match target {
+        Target::Core(core) => Some((core, false)),
+        Target::Node { .. } if cluster_here.is_none() => Some((0, true)),
         Target::Here | Target::Node { .. } => None,
-    };
+    }
+    .map(|(core, relayed)| SentTo {
+        core,
+        taken: Arc::new(AtomicU64::new(0)),
+        relayed,
+    });
+    let taken_by = sent_to.as_ref().map(|to| Arc::clone(&to.taken));
     let slot = Rc::new(ReplySlot {
         reply: RefCell::default(),
         waker: RefCell::default(),
-        sent_to: taken_by.clone(),
+        sent_to,
     });
     shard
         .dispatch_pending
@@ -224,7 +243,7 @@ async fn remote(
             core: shard.id(),
             token,
         },
-        taken_by: taken_by.map(|(_, taken)| taken),
+        taken_by,
         keep_alive: mode.keep_alive,
         http10: mode.http10,
         raw_head: req.raw_head.to_vec(),
@@ -233,7 +252,7 @@ async fn remote(
     match target {
         Target::Here => unreachable!("remote() with a local target"),
         Target::Core(core) => shard.notify_core(core, CoreMsg::Dispatch(job)),
-        Target::Node { node, core } => match shard.cluster() {
+        Target::Node { node, core } => match cluster_here {
             Some(cluster) => cluster.forward(node, core, *job),
             None => shard.notify_core(0, CoreMsg::Forward { node, core, job }),
         },
@@ -300,19 +319,22 @@ pub fn deliver(shard: &Shard, token: u64, reply: DispatchReply) {
 /// still queued are left for the successor, which runs them. 502: the
 /// request may or may not have taken effect, as with a 504.
 pub fn fail_lost(shard: &Shard, core: usize, generation: u64) {
-    let lost: Vec<u64> = shard
+    let lost: Vec<(u64, bool)> = shard
         .dispatch_pending
         .borrow()
         .iter()
-        .filter(|(_, slot)| {
-            slot.sent_to.as_ref().is_some_and(|(to, taken)| {
-                *to == core && taken.load(Ordering::Acquire) == generation + 1
-            })
+        .filter_map(|(&token, slot)| {
+            let to = slot.sent_to.as_ref()?;
+            (to.core == core && to.taken.load(Ordering::Acquire) == generation + 1)
+                .then_some((token, to.relayed))
         })
-        .map(|(&token, _)| token)
         .collect();
-    for token in lost {
-        let why = "the shard serving this request failed while running it";
+    for (token, relayed) in lost {
+        let why = if relayed {
+            "the shard relaying this request to another node failed while waiting for its answer"
+        } else {
+            "the shard serving this request failed while running it"
+        };
         deliver(shard, token, closing_reply(502, &[], why));
     }
 }

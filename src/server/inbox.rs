@@ -82,10 +82,12 @@ pub enum ReplyTo {
 #[derive(Debug)]
 pub struct DispatchJob {
     pub reply_to: ReplyTo,
-    /// For a job from a core of this node: 0 while queued; the executing
-    /// incarnation's generation + 1 once it takes the job from its inbox.
+    /// For a job from a core of this node: 0 while queued; then the
+    /// generation plus one of the incarnation that takes the job from its
+    /// inbox to run it (`Dispatch`) or to relay it to another node
+    /// (`Forward`, core 0).
     /// The requester reads it when that incarnation's thread ends: a job
-    /// still queued is run by the successor, a taken one is lost.
+    /// still queued is run or relayed by the successor, a taken one is lost.
     pub taken_by: Option<Arc<AtomicU64>>,
     pub keep_alive: bool,
     pub http10: bool,

@@ -1008,7 +1008,15 @@ async fn run_inbox(shard: Rc<Shard>) {
                         dispatch::deliver(&shard, token, reply)
                     }
                     CoreMsg::Forward { node, core, job } => match shard.cluster() {
-                        Some(cluster) => cluster.forward(node, core, *job),
+                        Some(cluster) => {
+                            // Relayed by this incarnation: if it fails before
+                            // the answer comes back, the requester is told
+                            // at once (`dispatch::fail_lost`).
+                            if let Some(taken_by) = &job.taken_by {
+                                taken_by.store(shard.incarnation.generation + 1, Ordering::Release);
+                            }
+                            cluster.forward(node, core, *job)
+                        }
                         None => dispatch::fail(&shard, *job, "this node has no cluster"),
                     },
                     CoreMsg::PeerReply { node, id, reply } => {

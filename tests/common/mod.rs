@@ -432,6 +432,25 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Response> {
     c.read_response()
 }
 
+/// The core serving this connection (from `/_status`).
+pub fn core_of(c: &mut Client) -> Option<usize> {
+    let r = c.try_request("GET", "/_status", &[], b"")?;
+    (r.status == 200).then(|| r.json()["served_by_core"].as_u64().unwrap() as usize)
+}
+
+/// A connection to `core` (new connections land on a core by hash), with
+/// a 5 s read timeout.
+pub fn connect_to(addr: SocketAddr, core: usize) -> Client {
+    for _ in 0..500 {
+        if let Ok(mut c) = Client::try_connect(addr, Duration::from_secs(5)) {
+            if core_of(&mut c) == Some(core) {
+                return c;
+            }
+        }
+    }
+    panic!("no connection landed on core {core} in 500 attempts");
+}
+
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
