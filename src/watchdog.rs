@@ -26,10 +26,11 @@
 //!   in particular a panic that escaped every `catch_unwind` and unwound the
 //!   thread. The panic hook ([`install_panic_hook`]) logs every panic with
 //!   its thread (`shard-N-…`) and location and keeps the message, so the
-//!   failure reason names it. Whenever an incarnation's thread ends, the
-//!   other cores are told (`CoreMsg::ShardLost`): requests they dispatched
-//!   to it that it had taken are answered 502 at once
-//!   (`dispatch::fail_lost`) instead of at the dispatch timeout.
+//!   failure reason names it. Whenever an incarnation's thread ends, or it
+//!   is replaced because it stalled, the other cores are told
+//!   (`CoreMsg::ShardLost`): requests they dispatched to it that it had
+//!   taken are answered 502 at once (`dispatch::fail_lost`) instead of at
+//!   the dispatch timeout or when the stuck thread wakes up.
 //! - **Stall.** Every shard's sweeper bumps a heartbeat every
 //!   `SWEEP_INTERVAL_MS` (100 ms). A heartbeat that has not moved for
 //!   `--stall-timeout` means the executor thread is stuck (a blocking call,
@@ -548,19 +549,7 @@ impl Watchdog {
                         "closed connections that a shard's ended executor left open (glommio did not drop their tasks)"
                     );
                 }
-                // Requests other cores dispatched to it and it had taken are
-                // lost: their requesters answer now instead of at the
-                // dispatch timeout. (A full inbox keeps the timeout.)
-                if !matches!(self.phase, Phase::Stopping { .. }) {
-                    for (other, inbox) in self.shared.inboxes.iter().enumerate() {
-                        if other != core {
-                            inbox.try_send_now(CoreMsg::ShardLost {
-                                core,
-                                generation: incarnation.generation,
-                            });
-                        }
-                    }
-                }
+                self.tell_others_lost(core, incarnation.generation);
                 if !current {
                     return;
                 }
@@ -575,6 +564,21 @@ impl Watchdog {
                     Err(reason) => reason,
                 };
                 self.fail(core, reason);
+            }
+        }
+    }
+
+    /// Tells the other cores that incarnation `generation` of `core` will
+    /// answer nothing more: requests they dispatched to it and it had taken
+    /// are answered now instead of at the dispatch timeout (see
+    /// `dispatch::fail_lost`; a full inbox keeps the timeout).
+    fn tell_others_lost(&self, core: usize, generation: u64) {
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            return;
+        }
+        for (other, inbox) in self.shared.inboxes.iter().enumerate() {
+            if other != core {
+                inbox.try_send_now(CoreMsg::ShardLost { core, generation });
             }
         }
     }
@@ -594,7 +598,13 @@ impl Watchdog {
                         silent.as_millis(),
                         self.policy.stall_timeout.as_millis()
                     );
+                    let generation = child.incarnation.generation;
                     self.fail(core, reason);
+                    // The stuck thread cannot answer the requests it took
+                    // for the other cores any more (it is fenced: a write
+                    // would fail anyway): they are answered now, not when
+                    // it wakes up, however long that takes.
+                    self.tell_others_lost(core, generation);
                 }
             } else if now.duration_since(child.started_at) > SHARD_START_TIMEOUT {
                 let reason = format!(

@@ -604,11 +604,34 @@ fn a_handler_panic_in_a_dispatched_request_fails_that_request_only() {
 fn a_dispatched_request_lost_with_its_shard_is_answered_at_once() {
     let _serial = serial();
     let s = Server::start(&["--cores", "2", "--fault-injection", "--dispatch", "random"]);
-    // The unwind must land while a request from the healthy core runs on
-    // the failed one (slowed to 250 ms per response, so nearly always).
+    assert_lost_request_answered_at_once(&s, "unwind", None);
+}
+
+#[test]
+fn a_dispatched_request_taken_by_a_stalled_shard_is_answered_when_it_is_replaced() {
+    // Not when the stuck thread wakes up (after 4 s here): when the
+    // watchdog replaces it (the stall timeout, 1 s).
+    let _serial = serial();
+    let s = Server::start(&[
+        "--cores",
+        "2",
+        "--fault-injection",
+        "--dispatch",
+        "random",
+        "--stall-timeout",
+        "1s",
+    ]);
+    assert_lost_request_answered_at_once(&s, "stall", Some(4_000));
+}
+
+/// Requests from the healthy core, dispatched at random, while the failed
+/// core answers slowly (250 ms); then the failed core gets `kind`. A
+/// request it had taken is answered 502 within 2 s of being sent (never
+/// 504), and its connection is closed.
+fn assert_lost_request_answered_at_once(s: &Server, kind: &str, ms: Option<u64>) {
     for attempt in 1..=3u64 {
         let mut requester = connect_to(s.addr, HEALTHY);
-        post_fault(&s, FAILED, "slow", Some(3_000));
+        post_fault(s, FAILED, "slow", Some(3_000));
         std::thread::sleep(Duration::from_millis(400));
         let asking = std::thread::spawn(move || {
             let mut outcomes = Vec::new();
@@ -624,7 +647,7 @@ fn a_dispatched_request_lost_with_its_shard_is_answered_at_once() {
             outcomes
         });
         std::thread::sleep(Duration::from_millis(900));
-        post_fault(&s, FAILED, "unwind", None);
+        post_fault(s, FAILED, kind, ms);
         let outcomes = asking.join().unwrap();
         for (took, status) in &outcomes {
             assert_ne!(
@@ -632,7 +655,7 @@ fn a_dispatched_request_lost_with_its_shard_is_answered_at_once() {
                 Some(504),
                 "waited for the dispatch timeout: {outcomes:?}"
             );
-            assert!(*took < Duration::from_secs(2), "{outcomes:?}");
+            assert!(*took < Duration::from_secs(2), "{kind}: {outcomes:?}");
         }
         wait_until_serving(s.addr, FAILED, attempt, Duration::from_secs(10));
         if let Some(i) = outcomes.iter().position(|(_, status)| *status == Some(502)) {
@@ -645,7 +668,7 @@ fn a_dispatched_request_lost_with_its_shard_is_answered_at_once() {
             return;
         }
     }
-    panic!("in 3 attempts, no request was running on the failed core when it unwound");
+    panic!("in 3 attempts, no request was running on the failed core when it failed ({kind})");
 }
 
 #[test]

@@ -13,7 +13,8 @@
 //!   end, closes the sockets glommio leaked, and restarts the shard.
 //! - `stall`: the shard's thread blocks (a `sleep` on the executor thread)
 //!   for `ms` milliseconds, so its heartbeat stops; the watchdog replaces it
-//!   after `--stall-timeout`. When the old thread wakes up it finds itself
+//!   after `--stall-timeout`, and requests other cores had dispatched to
+//!   it are answered 502 then. When the old thread wakes up it finds itself
 //!   replaced and stops.
 //! - `slow`: every response of that shard is delayed by
 //!   [`SLOW_RESPONSE_DELAY_MS`] for `ms` milliseconds. Slow is not failed:
