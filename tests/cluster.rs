@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{connect_to, wait_until, Client, Net, Server};
+use common::{ask_in_background, connect_to, wait_until, Client, Net, Server};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -555,21 +555,8 @@ fn a_request_relayed_to_another_node_is_answered_at_once_when_shard_0_fails() {
             let path = format!("/_admin/fault?shard={shard}&kind=slow&ms=3000");
             assert_eq!(b.request("POST", &path, &[], b"").status, 202);
         }
-        let mut requester = connect_to(a.addr, 1);
-        let asking = std::thread::spawn(move || {
-            let mut outcomes = Vec::new();
-            let end = std::time::Instant::now() + Duration::from_secs(3);
-            while std::time::Instant::now() < end {
-                let asked = std::time::Instant::now();
-                let r = requester.try_request("GET", "/notes?limit=1", &[], b"");
-                let outcome = r.as_ref().map(|r| (r.status, r.text()));
-                outcomes.push((asked.elapsed(), outcome));
-                if r.is_none() {
-                    break;
-                }
-            }
-            outcomes
-        });
+        let requester = connect_to(a.addr, 1);
+        let asking = ask_in_background(requester, "/notes?limit=1", Duration::from_secs(3));
         std::thread::sleep(Duration::from_millis(900));
         let mut on_core_1 = connect_to(a.addr, 1);
         let r = on_core_1.request("POST", "/_admin/fault?shard=0&kind=unwind", &[], b"");

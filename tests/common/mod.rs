@@ -432,6 +432,33 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Response> {
     c.read_response()
 }
 
+/// What one request of [`ask_in_background`] got: how long it took, and
+/// its status and body (None: no answer, the connection ended or timed out).
+pub type Outcome = (Duration, Option<(u16, String)>);
+
+/// Sends `GET path` on `client` again and again, in a thread, for `run`
+/// or until a request gets no answer; joins to every request's outcome.
+pub fn ask_in_background(
+    mut client: Client,
+    path: &'static str,
+    run: Duration,
+) -> std::thread::JoinHandle<Vec<Outcome>> {
+    std::thread::spawn(move || {
+        let mut outcomes = Vec::new();
+        let end = Instant::now() + run;
+        while Instant::now() < end {
+            let asked = Instant::now();
+            let r = client.try_request("GET", path, &[], b"");
+            let answered = r.is_some();
+            outcomes.push((asked.elapsed(), r.map(|r| (r.status, r.text()))));
+            if !answered {
+                break;
+            }
+        }
+        outcomes
+    })
+}
+
 /// The core serving this connection (from `/_status`).
 pub fn core_of(c: &mut Client) -> Option<usize> {
     let r = c.try_request("GET", "/_status", &[], b"")?;
