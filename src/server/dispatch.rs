@@ -315,7 +315,8 @@ pub fn deliver(shard: &Shard, token: u64, reply: DispatchReply) {
 
 /// Answers, at once, the requests this core sent to `core` that its
 /// incarnation `generation` had taken and not answered when its thread
-/// ended (without this they would wait for `DISPATCH_TIMEOUT_MS`). Those
+/// ended or the watchdog replaced it for stalling (without this they would
+/// wait for `DISPATCH_TIMEOUT_MS`). Those
 /// still queued are left for the successor, which runs them. 502: the
 /// request may or may not have taken effect, as with a 504.
 pub fn fail_lost(shard: &Shard, core: usize, generation: u64) {

@@ -314,6 +314,15 @@ impl Shard {
         RegisteredSocket::new(&self.incarnation, fd)
     }
 
+    /// Records in a job from another core that this incarnation took it
+    /// (to run or to relay), so that its requester answers at once if this
+    /// incarnation fails before answering (`dispatch::fail_lost`).
+    fn take_job(&self, job: &super::inbox::DispatchJob) {
+        if let Some(taken_by) = &job.taken_by {
+            taken_by.store(self.incarnation.generation + 1, Ordering::Release);
+        }
+    }
+
     /// True once the watchdog replaced this incarnation (it had stalled):
     /// whatever still runs on it must stop acting for the core.
     pub fn superseded(&self) -> bool {
@@ -996,9 +1005,7 @@ async fn run_inbox(shard: Rc<Shard>) {
                         }
                     }
                     CoreMsg::Dispatch(job) => {
-                        if let Some(taken_by) = &job.taken_by {
-                            taken_by.store(shard.incarnation.generation + 1, Ordering::Release);
-                        }
+                        shard.take_job(&job);
                         glommio::spawn_local(dispatch::execute(Rc::clone(&shard), job)).detach();
                     }
                     CoreMsg::ShardLost { core, generation } => {
@@ -1012,9 +1019,7 @@ async fn run_inbox(shard: Rc<Shard>) {
                             // Relayed by this incarnation: if it fails before
                             // the answer comes back, the requester is told
                             // at once (`dispatch::fail_lost`).
-                            if let Some(taken_by) = &job.taken_by {
-                                taken_by.store(shard.incarnation.generation + 1, Ordering::Release);
-                            }
+                            shard.take_job(&job);
                             cluster.forward(node, core, *job)
                         }
                         None => dispatch::fail(&shard, *job, "this node has no cluster"),
