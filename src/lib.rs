@@ -13,6 +13,7 @@
 //! - [`watchdog`]: supervision of the shards: stall and crash detection,
 //!   restarts, restart intensity.
 //! - [`metrics`]: per-core counters and their Prometheus rendering.
+//! - [`net`]: socket set-up (SO_REUSEPORT listeners, the membership socket).
 //! - [`encoding`]: escaping and form decoding at the edges.
 //! - [`logging`]: journald-friendly log lines, log filter reload on SIGHUP.
 //! - [`sd_notify`]: readiness notification for systemd.
@@ -31,6 +32,7 @@ pub mod host;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod routes;
 pub mod sd_notify;
 pub mod server;

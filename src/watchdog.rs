@@ -154,9 +154,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::net as listener;
 use crate::server::inbox::CoreMsg;
 use crate::server::incarnation::{ExitReason, Incarnation, Report};
-use crate::server::listener;
 use crate::server::shard::{self, Shared};
 use crate::store::lease::StreamLease;
 

@@ -52,7 +52,7 @@ impl Cookie {
             path: path.display().to_string(),
             source,
         })?;
-        let trimmed = crate::http::request::trim(&raw);
+        let trimmed = raw.trim_ascii();
         if trimmed.len() < COOKIE_BYTES_MIN {
             return Err(CookieError::TooShort(path.display().to_string()));
         }

@@ -27,7 +27,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Cookie, DATAGRAM_TAG_BYTES};
-use crate::server::incarnation::RegisteredSocket;
+use super::SocketRegistration;
 
 /// Largest membership datagram (foca packs updates up to this size).
 pub const DATAGRAM_BYTES_MAX: usize = 1400;
@@ -81,7 +81,7 @@ pub struct Membership {
     swim: RefCell<Swim>,
     /// The socket's record in shard 0's registry, released before the
     /// socket closes (declared first, dropped first).
-    _registration: Option<RegisteredSocket>,
+    _registration: Option<SocketRegistration>,
     socket: Rc<UdpSocket>,
     cookie: Cookie,
     events: RefCell<Vec<MemberEvent>>,
@@ -120,10 +120,10 @@ impl Membership {
         me: MemberId,
         bind: SocketAddr,
         cookie: Cookie,
-        register: impl FnOnce(RawFd) -> Option<RegisteredSocket>,
+        register: impl FnOnce(RawFd) -> Option<SocketRegistration>,
         blocked: Box<dyn Fn(SocketAddr) -> bool>,
     ) -> std::io::Result<Rc<Membership>> {
-        let socket = crate::server::listener::bind_udp(bind)?;
+        let socket = crate::net::bind_udp(bind)?;
         let fd = std::os::fd::IntoRawFd::into_raw_fd(socket);
         let registration = register(fd);
         // SAFETY: a bound UDP socket we just created and hand over.

@@ -51,7 +51,6 @@ use glommio::net::{TcpListener, TcpStream};
 use rustc_hash::FxHashMap;
 
 use crate::server::inbox::{CoreMsg, DispatchJob, DispatchReply, ReplyTo};
-use crate::server::incarnation::RegisteredSocket;
 use crate::server::shard::Shard;
 use crate::store::index::NoteRef;
 use crate::store::note::Origin;
@@ -113,10 +112,15 @@ pub struct ClusterShared {
     pub bound: std::sync::OnceLock<SocketAddr>,
 }
 
+/// A socket's entry in shard 0's socket registry (see
+/// `Shard::register_socket`): dropping it takes the socket out of the
+/// registry, which must happen before the socket is closed.
+pub type SocketRegistration = Box<dyn std::any::Any>;
+
 /// The peer listener and its registration with shard 0's incarnation
 /// (released first: fields drop in declaration order).
 struct PeerListener {
-    _registration: Option<RegisteredSocket>,
+    _registration: Option<SocketRegistration>,
     listener: TcpListener,
 }
 
@@ -214,10 +218,10 @@ impl Cluster {
         let in_use_check = if restarted {
             Ok(())
         } else {
-            crate::server::listener::ensure_not_in_use(peer_listen)
+            crate::net::ensure_not_in_use(peer_listen)
         };
         let listener = in_use_check
-            .and_then(|()| crate::server::listener::bind_one(peer_listen, 1024))
+            .and_then(|()| crate::net::bind_one(peer_listen, 1024))
             .map_err(|source| ClusterError::Listen {
                 addr: peer_listen,
                 source,
@@ -232,7 +236,9 @@ impl Cluster {
         let listener_fd = listener.into_raw_fd();
         // SAFETY: a listening socket we just created and hand over.
         let listener = PeerListener {
-            _registration: shard.register_socket(listener_fd),
+            _registration: shard
+                .register_socket(listener_fd)
+                .map(|r| Box::new(r) as SocketRegistration),
             listener: unsafe { TcpListener::from_raw_fd(listener_fd) },
         };
         let advertise = match config.peer_advertise {
@@ -274,7 +280,7 @@ impl Cluster {
             cluster.member_id(),
             peer_listen,
             cookie,
-            move |fd| registering.shard.register_socket(fd),
+            move |fd| registering.register_socket(fd),
             // A replaced (stalled) incarnation's membership falls silent:
             // its successor speaks for the node, under a newer incarnation.
             Box::new(move |addr| {
@@ -320,6 +326,13 @@ impl Cluster {
         }
     }
 
+    /// Records a cluster socket in shard 0's socket registry.
+    fn register_socket(&self, fd: std::os::fd::RawFd) -> Option<SocketRegistration> {
+        self.shard
+            .register_socket(fd)
+            .map(|r| Box::new(r) as SocketRegistration)
+    }
+
     fn is_blocked(&self, name: &str) -> bool {
         self.shard.shared().cluster.is_blocked(name)
     }
@@ -352,7 +365,7 @@ impl Cluster {
 
     async fn handle_inbound(self: Rc<Self>, stream: TcpStream) {
         let from = stream.peer_addr().ok();
-        let registration = self.shard.register_socket(stream.as_raw_fd());
+        let registration = self.register_socket(stream.as_raw_fd());
         let mut io = FramedStream::new(stream).registered(registration);
         let is_blocked = |name: &str| self.is_blocked(name);
         let local = LocalSide {
@@ -380,7 +393,7 @@ impl Cluster {
                 return false;
             }
         };
-        let registration = self.shard.register_socket(stream.as_raw_fd());
+        let registration = self.register_socket(stream.as_raw_fd());
         let mut io = FramedStream::new(stream).registered(registration);
         let is_blocked = |name: &str| self.is_blocked(name);
         let local = LocalSide {

@@ -31,7 +31,7 @@ use rustc_hash::FxHashMap;
 use super::auth::{self, Cookie};
 use super::frame::{self, Decoded, FrameError, FrameKind, PROTOCOL_VERSION};
 use super::wire::{self, Challenge, Hello, NodeIdentity, SeqRange, WireError};
-use crate::server::incarnation::RegisteredSocket;
+use super::SocketRegistration;
 use crate::store::note::Origin;
 
 /// Time allowed for the whole handshake.
@@ -88,7 +88,7 @@ pub enum PeerError {
 pub struct FramedStream {
     /// The socket's record in shard 0's registry (so the watchdog ends the
     /// connection if the shard fails); released before the stream closes.
-    registration: Option<RegisteredSocket>,
+    registration: Option<SocketRegistration>,
     pub stream: TcpStream,
     rbuf: Vec<u8>,
     /// Bytes of `rbuf` holding data.
@@ -108,7 +108,7 @@ impl FramedStream {
 
     /// Keeps the socket's registration (from `Shard::register_socket`) for
     /// as long as the connection lives.
-    pub fn registered(mut self, registration: Option<RegisteredSocket>) -> FramedStream {
+    pub fn registered(mut self, registration: Option<SocketRegistration>) -> FramedStream {
         self.registration = registration;
         self
     }

@@ -16,7 +16,6 @@
 //! - [`dispatch`]: running a request on another core or node.
 //! - [`feed`]: per-core live feed of new notes for `GET /events`.
 //! - [`bufpool`]: per-core buffer pools.
-//! - [`listener`]: SO_REUSEPORT listening sockets.
 //! - [`fault`]: fault injection for tests and demos (`--fault-injection`).
 
 pub mod bufpool;
@@ -27,7 +26,6 @@ pub mod fault;
 pub mod feed;
 pub mod inbox;
 pub mod incarnation;
-pub mod listener;
 pub mod shard;
 
 use std::io::Write as _;
@@ -99,11 +97,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     log_recovery(&recovered.report);
     let cpus = select_cpus(config.cores, &config.cpus)?;
     raise_nofile_limit();
-    let (sockets, bound) = listener::bind_all(config.listen, cpus.len(), config.listen_backlog)
+    let (sockets, bound) = crate::net::bind_all(config.listen, cpus.len(), config.listen_backlog)
         .map_err(|source| ServerError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        addr: config.listen,
+        source,
+    })?;
 
     let cores = cpus.len();
     let next_segment_by_core = recovered.next_segment_by_core;

@@ -1,5 +1,6 @@
-//! Listening sockets: one per core, all bound to the same address with
-//! SO_REUSEPORT so the kernel spreads new connections across cores.
+//! Socket set-up: the HTTP listening sockets (one per core, all bound to the
+//! same address with SO_REUSEPORT so the kernel spreads new connections
+//! across cores), the peer listener and the membership socket.
 //!
 //! Sockets are created here (not by glommio) so the backlog is ours to set,
 //! and so an ephemeral port (`:0`) is resolved once: the first socket picks
