@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 
+use uringnotes::api::page::{render, PageContext};
 use uringnotes::config::{Config, FsyncPolicy};
 use uringnotes::http::request::{parse_head, HeadLimits, HeadStatus};
-use uringnotes::routes::page::{render, PageContext};
-use uringnotes::server::shard::NodeInfo;
 use uringnotes::store::index::{Index, NoteRef};
 use uringnotes::store::note::{archive, Note, NoteId, Origin};
+use uringnotes::store::NodeInfo;
 use uringnotes::store::{record, segment, writer::LogWriter};
 
 /// A note as the benchmarks use it: a typical short text (about 100 bytes).
@@ -161,7 +161,7 @@ fn log_append(c: &mut Criterion) {
             std::sync::Arc::new(uringnotes::store::lease::StreamLease::new(0)),
             fsync,
             Config::default().segment_bytes_max,
-            uringnotes::metrics::new_all(1),
+            Default::default(),
         );
         *next_segment += 1_000;
         let payload = payload.clone();

@@ -11,22 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::store::FsyncPolicy;
+
 /// Hard ceiling for `note_text_bytes_max`: a note must fit in one log record.
 pub const NOTE_TEXT_BYTES_MAX_LIMIT: usize = 256 * 1024;
 /// Smallest `stall_timeout_ms`: shards beat every 100 ms
 /// (`SWEEP_INTERVAL_MS`), and a busy core may be late by a tick or two.
 pub const STALL_TIMEOUT_MS_MIN: u64 = 300;
-
-/// Whether a write waits for its record to reach stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// fdatasync before acknowledging (group commit). The default.
-    Always,
-    /// UNSAFE, for benchmarking only: acknowledge after the write(2); an
-    /// acknowledged note can be lost on power failure.
-    Never,
-}
 
 /// When a write is acknowledged in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -1,5 +1,6 @@
-//! What uname(2) says about this machine, for reports and the preflight
-//! check. Only the fields uringnotes shows are decoded.
+//! The machine the process runs on: what uname(2) says about it, for
+//! reports and the preflight check (only the fields uringnotes shows are
+//! decoded), and the process limits it raises for itself.
 
 /// The system, host and kernel names of the running machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,23 @@ fn c_field(field: &[libc::c_char]) -> String {
         .map(|&c| c as u8)
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Raises the soft open-files limit to the hard limit: every connection is
+/// a descriptor (the server's, and the load generator's), and the default
+/// soft limit (1024) is far below what one core can hold.
+pub fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(&config.log_level, args.log_level.is_some());
-            match uringnotes::server::run(config) {
+            match uringnotes::node::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -5,6 +5,10 @@
 //! line: each core's block is cache-padded). `GET /metrics`, served by any
 //! core, reads every core's block with relaxed loads and sums them; values
 //! may be a few requests apart between counters, never torn.
+//!
+//! The `route` label of request counters comes from the one route table
+//! (`api/routes.rs`); the log's counters are the store's own
+//! ([`LogCounters`]), held here so that one block per core has them all.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -12,61 +16,8 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-/// What a request was routed to: the `route` label of request metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Route {
-    Page,
-    AddNote,
-    NotesCreate,
-    NotesList,
-    NoteGet,
-    Healthz,
-    Metrics,
-    Status,
-    Events,
-    Asset,
-    Admin,
-    NotFound,
-    /// The request could not be parsed or framed (no route was chosen).
-    Malformed,
-}
-
-impl Route {
-    pub const ALL: [Route; 13] = [
-        Route::Page,
-        Route::AddNote,
-        Route::NotesCreate,
-        Route::NotesList,
-        Route::NoteGet,
-        Route::Healthz,
-        Route::Metrics,
-        Route::Status,
-        Route::Events,
-        Route::Asset,
-        Route::Admin,
-        Route::NotFound,
-        Route::Malformed,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Page => "page",
-            Route::AddNote => "add_note",
-            Route::NotesCreate => "notes_create",
-            Route::NotesList => "notes_list",
-            Route::NoteGet => "note_get",
-            Route::Healthz => "healthz",
-            Route::Metrics => "metrics",
-            Route::Status => "status",
-            Route::Events => "events",
-            Route::Asset => "asset",
-            Route::Admin => "admin",
-            Route::NotFound => "not_found",
-            Route::Malformed => "malformed",
-        }
-    }
-}
+use crate::api::Route;
+use crate::store::writer::LogCounters;
 
 /// Status codes counted individually; anything else counts as "other".
 const STATUSES: [u16; 22] = [
@@ -107,12 +58,8 @@ pub struct CoreMetrics {
     connections_accepted: AtomicU64,
     connections_rejected: AtomicU64,
     connections_timed_out: AtomicU64,
-    fsyncs: AtomicU64,
-    records_durable: AtomicU64,
-    log_bytes: AtomicU64,
-    /// pwrite(2) calls on the log: one per batch.
-    log_writes: AtomicU64,
-    write_errors: AtomicU64,
+    /// This core's log writer's counters (written by the writer).
+    pub log: Arc<LogCounters>,
     notes_received_from_cores: AtomicU64,
     inbox_depth: AtomicU64,
     shard_restarts: AtomicU64,
@@ -139,11 +86,7 @@ impl Default for CoreMetrics {
             connections_accepted: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             connections_timed_out: AtomicU64::new(0),
-            fsyncs: AtomicU64::new(0),
-            records_durable: AtomicU64::new(0),
-            log_bytes: AtomicU64::new(0),
-            log_writes: AtomicU64::new(0),
-            write_errors: AtomicU64::new(0),
+            log: Arc::default(),
             notes_received_from_cores: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
             shard_restarts: AtomicU64::new(0),
@@ -251,26 +194,6 @@ impl CoreMetrics {
 
     pub fn add_connections_timed_out(&self, n: u64) {
         bump(&self.connections_timed_out, n);
-    }
-
-    pub fn add_fsyncs(&self, n: u64) {
-        bump(&self.fsyncs, n);
-    }
-
-    pub fn add_records_durable(&self, n: u64) {
-        bump(&self.records_durable, n);
-    }
-
-    pub fn add_log_bytes(&self, n: u64) {
-        bump(&self.log_bytes, n);
-    }
-
-    pub fn add_log_writes(&self, n: u64) {
-        bump(&self.log_writes, n);
-    }
-
-    pub fn add_write_errors(&self, n: u64) {
-        bump(&self.write_errors, n);
     }
 
     pub fn add_notes_received_from_cores(&self, n: u64) {
@@ -468,31 +391,31 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "uringnotes_log_bytes",
         "gauge",
         "Bytes in the log (found at start-up plus written since).",
-        gauges.recovered_log_bytes + sum(&|m| &m.log_bytes),
+        gauges.recovered_log_bytes + sum(&|m| &m.log.log_bytes),
     );
     family(
         "uringnotes_log_writes_total",
         "counter",
         "Writes (pwrite calls) to the log: one per batch of notes; notes per write is the batch size.",
-        sum(&|m| &m.log_writes),
+        sum(&|m| &m.log.log_writes),
     );
     family(
         "uringnotes_fsyncs_total",
         "counter",
         "fdatasync calls on the log (one per group-commit batch).",
-        sum(&|m| &m.fsyncs),
+        sum(&|m| &m.log.fsyncs),
     );
     family(
         "uringnotes_records_durable_total",
         "counter",
         "Records made durable by group commit.",
-        sum(&|m| &m.records_durable),
+        sum(&|m| &m.log.records_durable),
     );
     family(
         "uringnotes_log_write_errors_total",
         "counter",
         "Failed log batches (their writes were answered 503).",
-        sum(&|m| &m.write_errors),
+        sum(&|m| &m.log.write_errors),
     );
     family(
         "uringnotes_notes_received_from_cores_total",

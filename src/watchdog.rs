@@ -10,15 +10,15 @@
 //! channel with a timeout; an executor would add a ring and a task queue,
 //! and be exposed to the very failures it watches for. The main thread stays
 //! the process owner: it handles signals and turns the watchdog's verdicts
-//! into an exit status (`server/mod.rs`).
+//! into an exit status (`node.rs`).
 //!
 //! # What it watches
 //!
-//! Each shard runs as an *incarnation* (`server/incarnation.rs`): one
+//! Each shard runs as an *incarnation* (`shard/incarnation.rs`): one
 //! executor thread pinned to the shard's CPU. The watchdog learns of
 //! failures three ways:
 //! - **Crash report.** A panic in shard machinery is caught at the task
-//!   boundary (`server/shard.rs`); the shard reports `Crashed` at once and
+//!   boundary (`shard/tasks.rs`); the shard reports `Crashed` at once and
 //!   then shuts itself down in order (closes its sockets, fails pending
 //!   writes, ends every task).
 //! - **Thread exit.** A join thread per incarnation reports when the
@@ -144,7 +144,7 @@
 //! task queue (a panic in a non-default queue aborts the process,
 //! DataDog/glommio#689), nothing uses `spawn_blocking` (a panicking closure
 //! hangs its caller), a request handler's panic closes only its connection
-//! (`server/conn.rs`), and a shard's panic stops only that shard.
+//! (`shard/conn.rs`), and a shard's panic stops only that shard.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, IntoRawFd};
@@ -155,9 +155,9 @@ use std::time::{Duration, Instant, SystemTime};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::net as listener;
-use crate::server::inbox::CoreMsg;
-use crate::server::incarnation::{ExitReason, Incarnation, Report};
-use crate::server::shard::{self, Shared};
+use crate::shard::inbox::CoreMsg;
+use crate::shard::incarnation::{Event, ExitReason, Failure, Incarnation, Report};
+use crate::shard::{self, Shared};
 use crate::store::lease::StreamLease;
 
 /// I/O memory each shard's executor preallocates and registers with
@@ -173,30 +173,6 @@ pub const IO_MEMORY_BYTES: usize = 1 << 20;
 pub const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Panic messages kept for the join threads to pick up.
 const PANIC_MESSAGES_MAX: usize = 64;
-
-/// A shard's supervision history, for `/_status`.
-#[derive(Debug, Default, Clone)]
-pub struct Supervision {
-    pub restarts: u64,
-    pub last_failure: Option<Failure>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub reason: String,
-    pub at: SystemTime,
-}
-
-/// What the watchdog hears.
-pub enum Event {
-    /// From a shard or its join thread.
-    Shard {
-        incarnation: Arc<Incarnation>,
-        report: Report,
-    },
-    /// From the main thread: stop restarting, shut every shard down.
-    Stop,
-}
 
 /// What the watchdog tells the main thread.
 #[derive(Debug)]

@@ -4,11 +4,13 @@
 //! - the outcome does not depend on how the input is split into reads (the
 //!   connection feeds the decoder whatever each `recv` returned);
 //! - any body, chunked with any chunk sizes, decodes back to itself and
-//!   stops exactly at its end (the bytes of a pipelined request are left).
+//!   stops exactly at its end (the bytes of a pipelined request are left);
+//! - skipping a body (the bench client's role, `BodyDecoder` without an
+//!   output buffer) consumes exactly what keeping it does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use uringnotes::http::body::ChunkedDecoder;
+use uringnotes::http::body::{BodyDecoder, ChunkedDecoder};
 
 const BODY_BYTES_MAX: usize = 4096;
 
@@ -37,6 +39,14 @@ fn decode_in_pieces(input: &[u8], step: usize) -> (Result<usize, u16>, Vec<u8>, 
     (Ok(consumed), out, d.is_done())
 }
 
+/// Skips `input` (no output kept, no limit) like the bench client does:
+/// bytes consumed and whether the body is complete, or the error status.
+fn skip(input: &[u8]) -> Result<(usize, bool), u16> {
+    let mut d = BodyDecoder::Chunked(ChunkedDecoder::new(usize::MAX));
+    let n = d.decode(input, None).map_err(|e| e.status())?;
+    Ok((n, d.is_done()))
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else {
         return;
@@ -57,6 +67,20 @@ fuzz_target!(|data: &[u8]| {
             (Err(a), Err(b)) => assert_eq!(a, b, "status differs at step {step}"),
             (a, b) => panic!("whole {a:?} but split by {step} {b:?}"),
         }
+    }
+
+    // The skipping role agrees with the keeping one wherever the body limit
+    // does not decide (a refusal at 413 is the keeping role's alone).
+    match (&whole.0, skip(rest)) {
+        (Ok(kept), Ok((skipped, done))) => {
+            assert_eq!(whole.2, done, "done differs when skipping");
+            if done {
+                assert_eq!(*kept, skipped, "consumed differs when skipping");
+            }
+        }
+        (Err(413), _) => {}
+        (Err(a), Err(b)) if *a == b => {}
+        (a, b) => panic!("keeping {a:?} but skipping {b:?}"),
     }
 
     // Round trip: `rest` as a body (cut to the limit), chunked with chunk
@@ -86,4 +110,5 @@ fuzz_target!(|data: &[u8]| {
         assert!(done);
         assert_eq!(out, body, "step {step}");
     }
+    assert_eq!(skip(&wire), Ok((body_end, true)));
 });

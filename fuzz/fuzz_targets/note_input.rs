@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use uringnotes::encoding;
 use uringnotes::http::request::ContentType;
-use uringnotes::routes::notes::text_from_body;
+use uringnotes::api::notes::text_from_body;
 use uringnotes::store::note::NoteId;
 
 fuzz_target!(|data: &[u8]| {

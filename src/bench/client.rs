@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use super::mix::Rng;
 use super::reactor::{sleep_until, Reactor, Socket};
-use super::response::{Next, ResponseReader};
 use super::schedule::{Mode, RateSchedule, Window};
 use super::stats::{ErrorKind, Stats};
 use super::Plan;
+use crate::http::client::{Next, ResponseReader};
 
 /// Pause after a failed connect before the next attempt.
 pub const CONNECT_RETRY_MS: u64 = 10;

@@ -20,8 +20,8 @@
 //!
 //! Rooms: [`url`] (the target), [`mix`] (what to send), [`schedule`] (when,
 //! and from when latency counts), [`reactor`] (the event loop), [`client`]
-//! (the connection loop),
-//! [`response`] (reading answers), [`stats`] (what is counted), [`report`],
+//! (the connection loop; it reads answers with the HTTP core's client role,
+//! `http/client.rs`), [`stats`] (what is counted), [`report`],
 //! [`html`], [`compare`] (two runs side by side).
 
 pub mod args;
@@ -32,7 +32,6 @@ pub mod mix;
 pub mod progress;
 pub mod reactor;
 pub mod report;
-pub mod response;
 pub mod schedule;
 pub mod stats;
 pub mod url;
@@ -174,7 +173,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
     }
     // Every connection is a descriptor; the default soft limit (1024) is
     // below a benchmark's usual connection counts.
-    crate::server::raise_nofile_limit();
+    crate::host::raise_nofile_limit();
     let outcome = match run(Arc::clone(&plan)) {
         Ok(o) => o,
         Err(e) => return fail(EXIT_FAILED, &e),

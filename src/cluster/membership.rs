@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Cookie, DATAGRAM_TAG_BYTES};
+use super::view::MemberState;
 use super::SocketRegistration;
 
 /// Largest membership datagram (foca packs updates up to this size).
@@ -115,7 +116,7 @@ fn config() -> foca::Config {
 
 impl Membership {
     /// `register` records the new socket with shard 0's incarnation (see
-    /// `Shard::register_socket`).
+    /// `ClusterHost::register_socket`).
     pub fn start(
         me: MemberId,
         bind: SocketAddr,
@@ -170,13 +171,13 @@ impl Membership {
     }
 
     /// The SWIM state of a member ("up", "suspect" or "down"), if known.
-    pub fn state_of(&self, node: u32) -> Option<&'static str> {
+    pub fn state_of(&self, node: u32) -> Option<MemberState> {
         let swim = self.swim.borrow();
         let m = swim.iter_membership_state().find(|m| m.id().node == node)?;
         Some(match m.state() {
-            State::Alive => "up",
-            State::Suspect => "suspect",
-            State::Down => "down",
+            State::Alive => MemberState::Up,
+            State::Suspect => MemberState::Suspect,
+            State::Down => MemberState::Down,
         })
     }
 

@@ -1,70 +1,61 @@
-//! The cluster: peers, replication and cross-node dispatch.
+//! The cluster: peers, membership, replication and cross-node dispatch,
+//! run by core 0.
 //!
 //! - [`frame`]: the peer protocol's framing (length, type, version, CRC).
 //! - [`wire`]: message payloads.
 //! - [`auth`]: the cookie and the challenge-response proofs.
 //! - [`membership`]: SWIM failure detection (foca) over UDP.
 //! - [`peer`]: one authenticated TCP connection (handshake, frame loop).
+//! - [`replication`]: the pump, applying notes, vectors and watermarks.
+//! - [`repair`]: asking for and serving notes missing below the marks.
+//! - [`view`]: what every core reads of the cluster ([`ClusterShared`]).
+//! - this file: the cluster's life (start, accept, dial, attach, detach),
+//!   membership events, the published view, and forwarding requests.
 //!
 //! Ownership: everything here lives on core 0, which owns the peer listener,
-//! the membership socket and every peer connection ([`Cluster`]). Other cores
-//! reach it only through their inboxes (notes they write, requests to
-//! forward) and read [`ClusterShared`] (atomics and a lock-free snapshot).
-//!
-//! Replication is pull-based and per origin stream: each connection keeps,
-//! per origin, the highest sequence the peer holds (its last vector) and the
-//! highest already queued; whenever core 0's index grows, the pump queues the
-//! missing notes in order, bounded by the outbox high-water mark. A peer
-//! acknowledges by sending its vector after making received notes durable,
-//! so the same mechanism is anti-entropy on (re)connect, live replication
-//! and acknowledgement. Notes of a third origin are relayed only when the
-//! peer has not reported them after [`RELAY_DELAY_MS`] (in a healthy full
-//! mesh each origin delivers its own notes first).
-//!
-//! Repair: a vector is a high-water mark, so it cannot say that a note
-//! *below* it is missing (a damaged record skipped by recovery, a write
-//! whose fsync failed). On connect each side also sends `Holes`: per origin
-//! the ranges below its mark that its index lacks (`Index::holes`), and for
-//! its own streams everything above its mark (the pump never sends a node
-//! its own notes back). The peer answers with the notes it has in those
-//! ranges as ordinary `Notes` frames, under the same outbox bound; the
-//! receiver applies them like any others (idempotently, durably).
+//! the membership socket and every peer connection ([`Cluster`]). The
+//! cluster reaches the shard it runs on only through [`ClusterHost`] (the
+//! shard implements it), and other cores reach the cluster only through
+//! their inboxes (notes they write, requests to forward) and read
+//! [`ClusterShared`] (atomics and a lock-free snapshot). Nothing here knows
+//! about shards, routes or HTTP beyond the bytes of a forwarded request.
 
 pub mod auth;
 pub mod frame;
 pub mod membership;
 pub mod peer;
+pub mod repair;
+pub mod replication;
+pub mod view;
 pub mod wire;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use glommio::net::{TcpListener, TcpStream};
 use rustc_hash::FxHashMap;
 
-use crate::server::inbox::{CoreMsg, DispatchJob, DispatchReply, ReplyTo};
-use crate::server::shard::Shard;
-use crate::store::index::NoteRef;
-use crate::store::note::Origin;
+use crate::config::Config;
+use crate::http::request::OwnedRequest;
+use crate::http::response::CompleteResponse;
+use crate::store::feed::Feed;
+use crate::store::index::{Index, NoteRef};
+use crate::store::writer::WriteError;
+use crate::store::NodeInfo;
 use auth::Cookie;
 use frame::FrameKind;
 use membership::{MemberEvent, MemberId, Membership};
 use peer::{FramedStream, LocalSide, PeerConn, PeerError, PeerHandler};
-use wire::{DispatchRequest, DispatchResponse, Holes, NodeIdentity, SeqRange, Vector};
+pub use view::{ClusterShared, ClusterView, MemberState, MemberView};
+use wire::{DispatchRequest, DispatchResponse, NodeIdentity};
 
-/// A foreign origin's notes are relayed to a peer only if the peer has not
-/// reported them this long after their creation.
-pub const RELAY_DELAY_MS: u64 = 1_000;
-/// Bytes of notes per `Notes` frame.
-pub const NOTES_FRAME_BYTES_TARGET: usize = 256 * 1024;
 /// Reconnect backoff bounds.
 pub const DIAL_BACKOFF_MIN_MS: u64 = 100;
 pub const DIAL_BACKOFF_MAX_MS: u64 = 3_000;
@@ -72,49 +63,16 @@ pub const DIAL_BACKOFF_MAX_MS: u64 = 3_000;
 pub const VIEW_REFRESH_MS: u64 = 200;
 /// Forwarded requests waiting for a remote answer, at most (per node).
 pub const REMOTE_PENDING_MAX: usize = 4096;
-/// Most hole ranges asked for per origin stream on one connect (the lowest
-/// first; the rest are asked for on a later connect once these are filled).
-pub const HOLE_RANGES_PER_ORIGIN_MAX: usize = 1024;
-
-/// One member as every core sees it.
-#[derive(Debug, Clone)]
-pub struct MemberView {
-    pub node: u32,
-    pub name: String,
-    pub peer_addr: SocketAddr,
-    /// "up", "suspect" or "down" (SWIM), "connecting" before SWIM knows it.
-    pub state: &'static str,
-    pub connected: bool,
-    pub cores: u16,
-    pub loads: Vec<u32>,
-    /// Notes this node holds that the member has not acknowledged.
-    pub lag_notes: u64,
-    pub outbox_bytes: u64,
-}
-
-/// A consistent snapshot of the cluster, replaced as a whole.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterView {
-    pub members: Vec<MemberView>,
-}
-
-/// Cluster state every core can read.
-pub struct ClusterShared {
-    pub enabled: bool,
-    /// Per local core: the highest sequence of that core's stream that every
-    /// connected peer has acknowledged (`u64::MAX` when no peer is connected).
-    pub replicated: Box<[AtomicU64]>,
-    pub view: ArcSwap<ClusterView>,
-    /// Node names whose traffic is dropped (partition test hook).
-    blocked: RwLock<Vec<String>>,
-    blocked_any: AtomicBool,
-    /// The peer address actually bound (resolves a `:0` port), set once by core 0.
-    pub bound: std::sync::OnceLock<SocketAddr>,
-}
+/// `listen(2)` backlog of the peer listener: a few connections per peer at
+/// most (each pair of nodes keeps one), so the kernel's default is plenty.
+pub const PEER_LISTEN_BACKLOG: u32 = 1024;
+/// Back-off after a failed peer accept (out of descriptors or memory),
+/// instead of spinning; the open connections keep being served meanwhile.
+pub const ACCEPT_RETRY_MS: u64 = 50;
 
 /// A socket's entry in shard 0's socket registry (see
-/// `Shard::register_socket`): dropping it takes the socket out of the
-/// registry, which must happen before the socket is closed.
+/// [`ClusterHost::register_socket`]): dropping it takes the socket out of
+/// the registry, which must happen before the socket is closed.
 pub type SocketRegistration = Box<dyn std::any::Any>;
 
 /// The peer listener and its registration with shard 0's incarnation
@@ -122,37 +80,6 @@ pub type SocketRegistration = Box<dyn std::any::Any>;
 struct PeerListener {
     _registration: Option<SocketRegistration>,
     listener: TcpListener,
-}
-
-impl ClusterShared {
-    pub fn new(enabled: bool, cores: usize) -> ClusterShared {
-        ClusterShared {
-            enabled,
-            replicated: (0..cores).map(|_| AtomicU64::new(u64::MAX)).collect(),
-            view: ArcSwap::from_pointee(ClusterView::default()),
-            blocked: RwLock::new(Vec::new()),
-            blocked_any: AtomicBool::new(false),
-            bound: std::sync::OnceLock::new(),
-        }
-    }
-
-    pub fn set_blocked(&self, names: Vec<String>) {
-        let any = !names.is_empty();
-        if let Ok(mut b) = self.blocked.write() {
-            *b = names;
-        }
-        self.blocked_any.store(any, Ordering::Release);
-    }
-
-    pub fn is_blocked(&self, name: &str) -> bool {
-        if !self.blocked_any.load(Ordering::Acquire) {
-            return false;
-        }
-        self.blocked
-            .read()
-            .map(|b| b.iter().any(|n| n == name))
-            .unwrap_or(false)
-    }
 }
 
 struct Member {
@@ -166,17 +93,62 @@ struct Member {
     dialing: bool,
 }
 
+/// What the cluster needs of the shard it runs on (core 0). The shard
+/// implements it (`shard/cluster_host.rs`); the cluster holds it as a trait
+/// object, so it never names the shard.
+pub trait ClusterHost {
+    /// Core 0's index: every note on this node. Not held across an await.
+    fn index(&self) -> Ref<'_, Index>;
+    /// Core 0's feed, which the cluster follows to learn that the index grew.
+    fn feed(&self) -> Rc<Feed>;
+    /// Makes notes received from a peer durable in core 0's log (one group
+    /// commit), then indexes them on every core of this node.
+    fn store_replicated(
+        &self,
+        notes: Vec<NoteRef>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), WriteError>> + '_>>;
+    /// Records a cluster socket in the shard's socket registry (see
+    /// [`SocketRegistration`]); `None` when the registry is full.
+    fn register_socket(&self, fd: RawFd) -> Option<SocketRegistration>;
+    /// True once the watchdog replaced this shard (it had stalled and has
+    /// just woken up): its successor runs a new cluster.
+    fn retired(&self) -> bool;
+    /// Each local core's load (requests wanting its CPU), for peers' dispatch.
+    fn loads(&self) -> Vec<u32>;
+    /// A remote note became durable here this long after its creation.
+    fn record_replication_delay(&self, delay_us: u64);
+    /// The replication watermark of `core`'s stream moved: writes there
+    /// waiting for peers (`--ack all`) look again.
+    fn watermark_moved(&self, core: usize);
+    /// Runs on local `core` a request that peer `node` forwarded under `id`;
+    /// the answer comes back through [`Cluster::reply_to_peer`].
+    fn run_for_peer(&self, core: usize, node: u32, id: u64, request: OwnedRequest);
+    /// Hands the answer of a request that local `core` forwarded (under its
+    /// `token`) back to that core.
+    fn deliver(&self, core: usize, token: u64, reply: CompleteResponse);
+}
+
+/// A local request waiting for another node's answer: the core that holds
+/// its connection, and that core's token for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requester {
+    pub core: usize,
+    pub token: u64,
+}
+
 /// The cluster as run by core 0.
 pub struct Cluster {
-    shard: Rc<Shard>,
+    host: Rc<dyn ClusterHost>,
+    /// What every core reads (also written here: view, watermarks).
+    shared: Arc<ClusterShared>,
     me: NodeIdentity,
     incarnation: u64,
     cookie: Cookie,
     members: RefCell<BTreeMap<u32, Member>>,
     conns: RefCell<BTreeMap<u32, Rc<PeerConn>>>,
     membership: RefCell<Option<Rc<Membership>>>,
-    /// Forwarded requests awaiting a peer's answer: id -> (node, reply_to).
-    remote_pending: RefCell<FxHashMap<u64, (u32, ReplyTo)>>,
+    /// Forwarded requests awaiting a peer's answer: id -> (node, requester).
+    remote_pending: RefCell<FxHashMap<u64, (u32, Requester)>>,
     next_remote_id: Cell<u64>,
     /// Join addresses not yet reached.
     joins: RefCell<Vec<(SocketAddr, Instant, u64)>>,
@@ -184,6 +156,8 @@ pub struct Cluster {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    #[error("the cluster is not configured: {0}")]
+    NotConfigured(&'static str),
     #[error(transparent)]
     Cookie(#[from] auth::CookieError),
     #[error("cannot listen for peers on {addr}: {source}")]
@@ -195,14 +169,21 @@ pub enum ClusterError {
 
 impl Cluster {
     /// Starts the cluster on core 0: listener, membership, dialer.
-    pub fn start(shard: Rc<Shard>) -> Result<Rc<Cluster>, ClusterError> {
-        let config = shard.config().clone();
+    /// `restarted`: this is a successor of a failed shard 0 (see below).
+    pub fn start(
+        host: Rc<dyn ClusterHost>,
+        shared: Arc<ClusterShared>,
+        config: &Config,
+        node: &NodeInfo,
+        cores: u16,
+        restarted: bool,
+    ) -> Result<Rc<Cluster>, ClusterError> {
         let Some(peer_listen) = config.peer_listen else {
-            unreachable!("Cluster::start without peer_listen")
+            return Err(ClusterError::NotConfigured("no peer_listen address"));
         };
         let cookie = match &config.cookie_file {
             Some(p) => Cookie::load(p)?,
-            None => unreachable!("config validation requires a cookie file"),
+            None => return Err(ClusterError::NotConfigured("no cookie file")),
         };
         // A restarted shard 0 binds the port its first incarnation bound
         // (that resolved a `:0`). The check that nobody else listens there
@@ -210,8 +191,7 @@ impl Cluster {
         // still be open (a stalled thread, or one still unwinding) until
         // the watchdog has shut them down, and SO_REUSEPORT lets both exist
         // meanwhile.
-        let restarted = shard.generation() > 0;
-        let peer_listen = match shard.shared().cluster.bound.get() {
+        let peer_listen = match shared.bound.get() {
             Some(bound) if restarted => *bound,
             _ => peer_listen,
         };
@@ -221,7 +201,7 @@ impl Cluster {
             crate::net::ensure_not_in_use(peer_listen)
         };
         let listener = in_use_check
-            .and_then(|()| crate::net::bind_one(peer_listen, 1024))
+            .and_then(|()| crate::net::bind_one(peer_listen, PEER_LISTEN_BACKLOG))
             .map_err(|source| ClusterError::Listen {
                 addr: peer_listen,
                 source,
@@ -232,13 +212,11 @@ impl Cluster {
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or(peer_listen);
-        let _ = shard.shared().cluster.bound.set(peer_listen);
+        let _ = shared.bound.set(peer_listen);
         let listener_fd = listener.into_raw_fd();
         // SAFETY: a listening socket we just created and hand over.
         let listener = PeerListener {
-            _registration: shard
-                .register_socket(listener_fd)
-                .map(|r| Box::new(r) as SocketRegistration),
+            _registration: host.register_socket(listener_fd),
             listener: unsafe { TcpListener::from_raw_fd(listener_fd) },
         };
         let advertise = match config.peer_advertise {
@@ -246,10 +224,10 @@ impl Cluster {
             None => peer_listen,
         };
         let me = NodeIdentity {
-            node: shard.node().id,
-            name: shard.node().name.clone(),
+            node: node.id,
+            name: node.name.clone(),
             peer_addr: advertise,
-            cores: shard.shared().cpus.len() as u16,
+            cores,
         };
         let incarnation = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -271,9 +249,9 @@ impl Cluster {
                     .map(|a| (*a, now, DIAL_BACKOFF_MIN_MS))
                     .collect(),
             ),
-            shard,
+            host,
+            shared,
         });
-        let shared = Arc::clone(cluster.shard.shared_arc());
         let blocked_addrs = Rc::clone(&cluster);
         let registering = Rc::clone(&cluster);
         let membership = Membership::start(
@@ -284,15 +262,15 @@ impl Cluster {
             // A replaced (stalled) incarnation's membership falls silent:
             // its successor speaks for the node, under a newer incarnation.
             Box::new(move |addr| {
+                let shared = &blocked_addrs.shared;
                 blocked_addrs.retired()
-                    || shared.cluster.blocked_any.load(Ordering::Acquire)
+                    || shared.any_blocked()
                         && blocked_addrs
                             .members
                             .try_borrow()
                             .map(|m| {
                                 m.values().any(|m| {
-                                    m.ident.peer_addr == addr
-                                        && shared.cluster.is_blocked(&m.ident.name)
+                                    m.ident.peer_addr == addr && shared.is_blocked(&m.ident.name)
                                 })
                             })
                             .unwrap_or(false)
@@ -312,6 +290,7 @@ impl Cluster {
         }
         glommio::spawn_local(Rc::clone(&cluster).accept_loop(listener)).detach();
         glommio::spawn_local(Rc::clone(&cluster).maintain()).detach();
+        glommio::spawn_local(Rc::clone(&cluster).follow_index()).detach();
         tracing::info!(peer_listen = %peer_listen, advertise = %advertise, joins = ?config.join, "cluster started");
         Ok(cluster)
     }
@@ -327,21 +306,19 @@ impl Cluster {
     }
 
     /// Records a cluster socket in shard 0's socket registry.
-    fn register_socket(&self, fd: std::os::fd::RawFd) -> Option<SocketRegistration> {
-        self.shard
-            .register_socket(fd)
-            .map(|r| Box::new(r) as SocketRegistration)
+    fn register_socket(&self, fd: RawFd) -> Option<SocketRegistration> {
+        self.host.register_socket(fd)
     }
 
     fn is_blocked(&self, name: &str) -> bool {
-        self.shard.shared().cluster.is_blocked(name)
+        self.shared.is_blocked(name)
     }
 
     /// True once this cluster's shard was replaced by the watchdog (it had
     /// stalled and has just woken up): its successor runs a new cluster,
     /// so this one must not dial, answer, or publish anything any more.
     fn retired(&self) -> bool {
-        self.shard.superseded()
+        self.host.retired()
     }
 
     async fn accept_loop(self: Rc<Self>, listener: PeerListener) {
@@ -357,7 +334,7 @@ impl Cluster {
                 Err(e) => {
                     let io: std::io::Error = e.into();
                     tracing::warn!(error = %io, "peer accept failed");
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
                 }
             }
         }
@@ -493,7 +470,7 @@ impl Cluster {
                 }
             }
             // Requests forwarded over this connection will get no answer.
-            let failed: Vec<(u64, ReplyTo)> = self
+            let failed: Vec<(u64, Requester)> = self
                 .remote_pending
                 .borrow()
                 .iter()
@@ -504,74 +481,28 @@ impl Cluster {
                 self.remote_pending.borrow_mut().remove(&id);
                 self.deliver_reply(
                     reply_to,
-                    unavailable_reply("the node serving this request went away"),
+                    CompleteResponse::unavailable("the node serving this request went away"),
                 );
             }
             self.update_watermarks();
         }
     }
 
-    /// The replication watermark of each local stream: the minimum over
-    /// connected peers of what they acknowledged.
-    pub fn update_watermarks(&self) {
-        if self.retired() {
-            // The successor's cluster owns the watermarks now.
-            return;
-        }
-        let shared = self.shard.shared();
-        let conns = self.conns.borrow();
-        for (core, slot) in shared.cluster.replicated.iter().enumerate() {
-            let origin = Origin {
-                node: self.me.node,
-                core: core as u16,
-            };
-            let wm = conns
-                .values()
-                .filter(|c| !c.is_closed())
-                .map(|c| c.vector.borrow().get(&origin).copied().unwrap_or(0))
-                .min()
-                .unwrap_or(u64::MAX);
-            let old = slot.swap(wm, Ordering::AcqRel);
-            if wm > old || (old == u64::MAX) != (wm == u64::MAX) {
-                self.shard.notify_core(core, CoreMsg::Replicated);
-            }
-        }
-    }
-
-    /// Wakes every connection's pump (core 0's index grew).
-    pub fn on_index_grew(&self) {
-        for c in self.conns.borrow().values() {
-            c.wake();
-        }
-    }
-
-    fn our_vector(&self) -> Vector {
-        Vector {
-            entries: self.shard.index().vector(),
-            loads: self
-                .shard
-                .shared()
-                .metrics
-                .iter()
-                .map(|m| m.dispatch_load().min(u32::MAX as u64) as u32)
-                .collect(),
-        }
-    }
-
-    /// Sends a request to another node; the answer comes back to `job.reply_to`.
-    pub fn forward(&self, node: u32, core: u16, job: DispatchJob) {
+    /// Sends a request to run on `core` of another node; the answer comes
+    /// back to `requester` (a 503 at once if it cannot be sent).
+    pub fn forward(&self, node: u32, core: u16, request: OwnedRequest, requester: Requester) {
         let conn = self.conns.borrow().get(&node).cloned();
         let Some(conn) = conn.filter(|c| !c.is_closed()) else {
             self.deliver_reply(
-                job.reply_to,
-                unavailable_reply("the chosen node is not connected"),
+                requester,
+                CompleteResponse::unavailable("the chosen node is not connected"),
             );
             return;
         };
         if self.remote_pending.borrow().len() >= REMOTE_PENDING_MAX {
             self.deliver_reply(
-                job.reply_to,
-                unavailable_reply("too many forwarded requests"),
+                requester,
+                CompleteResponse::unavailable("too many forwarded requests"),
             );
             return;
         }
@@ -579,38 +510,33 @@ impl Cluster {
         self.next_remote_id.set(id + 1);
         self.remote_pending
             .borrow_mut()
-            .insert(id, (node, job.reply_to));
+            .insert(id, (node, requester));
         let req = DispatchRequest {
             id,
             core,
-            keep_alive: job.keep_alive,
-            http10: job.http10,
-            raw_head: job.raw_head,
-            body: job.body,
+            keep_alive: request.keep_alive,
+            http10: request.http10,
+            raw_head: request.head,
+            body: request.body,
         };
         conn.send(FrameKind::DispatchRequest, &req.encode());
     }
 
     /// Sends the reply of a request a peer forwarded to us.
-    pub fn reply_to_peer(&self, node: u32, id: u64, reply: DispatchReply) {
+    pub fn reply_to_peer(&self, node: u32, id: u64, reply: CompleteResponse) {
         if let Some(conn) = self.conns.borrow().get(&node) {
             let resp = DispatchResponse {
                 id,
                 status: reply.status,
                 close: reply.close,
-                response: reply.response,
+                response: reply.bytes,
             };
             conn.send(FrameKind::DispatchResponse, &resp.encode());
         }
     }
 
-    fn deliver_reply(&self, to: ReplyTo, reply: DispatchReply) {
-        match to {
-            ReplyTo::Core { core, token } => self
-                .shard
-                .notify_core(core, CoreMsg::DispatchReply { token, reply }),
-            ReplyTo::Peer { node, id } => self.reply_to_peer(node, id, reply),
-        }
+    fn deliver_reply(&self, to: Requester, reply: CompleteResponse) {
+        self.host.deliver(to.core, to.token, reply);
     }
 
     /// Periodic work: membership events, dialing, the shared view.
@@ -731,7 +657,7 @@ impl Cluster {
     }
 
     fn publish_view(&self) {
-        let index = self.shard.index();
+        let index = self.host.index();
         let ours = index.vector();
         let membership = self.membership.borrow().clone();
         let conns = self.conns.borrow();
@@ -754,8 +680,8 @@ impl Cluster {
                     peer_addr: m.ident.peer_addr,
                     state: match (swim, conn.is_some()) {
                         (Some(s), _) => s,
-                        (None, true) => "up",
-                        (None, false) => "down",
+                        (None, true) => MemberState::Up,
+                        (None, false) => MemberState::Down,
                     },
                     connected: conn.is_some(),
                     cores: m.ident.cores,
@@ -765,170 +691,7 @@ impl Cluster {
                 }
             })
             .collect();
-        self.shard
-            .shared()
-            .cluster
-            .view
-            .store(Arc::new(ClusterView { members }));
-    }
-
-    /// Applies a batch of notes from a peer: durable here, then indexed on
-    /// every core. Returns an error only for malformed input.
-    async fn apply_notes(&self, conn: &Rc<PeerConn>, payload: &[u8]) -> Result<(), PeerError> {
-        let payloads = wire::decode_notes(payload)?;
-        let mut fresh: Vec<NoteRef> = Vec::new();
-        {
-            let index = self.shard.index();
-            for p in payloads {
-                let note_ref = NoteRef::from_payload(p.to_vec())
-                    .map_err(|e| PeerError::Local(format!("peer sent an invalid note: {e}")))?;
-                let id = note_ref.note().id();
-                if !index.contains(&id) && !fresh.iter().any(|f| f.note().id() == id) {
-                    fresh.push(note_ref);
-                }
-            }
-        }
-        if !fresh.is_empty() {
-            let bytes: Vec<&[u8]> = fresh.iter().map(|r| r.payload()).collect();
-            if let Err(e) = self.shard.append_replicated(&bytes).await {
-                // Not acknowledged: the peer resends after reconnecting.
-                return Err(PeerError::Local(format!(
-                    "cannot store replicated notes: {e}"
-                )));
-            }
-            let now_us = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
-            for note_ref in fresh {
-                let created = note_ref.note().created_at_us();
-                self.shard
-                    .metrics()
-                    .record_replication_delay(now_us.saturating_sub(created));
-                self.shard.publish(note_ref).await;
-            }
-        }
-        // The acknowledgement: what we now hold, durably.
-        conn.send(FrameKind::Vector, &self.our_vector().encode());
-        let _ = conn;
-        Ok(())
-    }
-
-    fn on_vector(&self, conn: &Rc<PeerConn>, payload: &[u8]) -> Result<(), PeerError> {
-        let v = Vector::decode(payload)?;
-        {
-            let mut vector = conn.vector.borrow_mut();
-            for (origin, seq) in v.entries {
-                let e = vector.entry(origin).or_insert(0);
-                *e = (*e).max(seq);
-            }
-        }
-        *conn.loads.borrow_mut() = v.loads;
-        conn.synced.set(true);
-        self.update_watermarks();
-        Ok(())
-    }
-
-    /// Tells a newly connected peer which notes below our high-water marks
-    /// we lack, and asks for our own streams above them (see the module doc).
-    fn send_holes(&self, conn: &Rc<PeerConn>) {
-        let index = self.shard.index();
-        let mut ranges: Vec<SeqRange> = Vec::new();
-        for (origin, _) in index.vector() {
-            let room = wire::HOLE_RANGES_PER_FRAME_MAX.saturating_sub(ranges.len());
-            let holes = index.holes(origin, room.min(HOLE_RANGES_PER_ORIGIN_MAX));
-            ranges.extend(holes.into_iter().map(|(first, last)| SeqRange {
-                origin,
-                first,
-                last,
-            }));
-        }
-        let below_marks = ranges.len();
-        let missing_notes: u64 = ranges.iter().map(|r| r.last - r.first + 1).sum();
-        for core in 0..self.me.cores {
-            if ranges.len() >= wire::HOLE_RANGES_PER_FRAME_MAX {
-                break;
-            }
-            let origin = Origin {
-                node: self.me.node,
-                core,
-            };
-            ranges.push(SeqRange {
-                origin,
-                first: index.seq_max(origin) + 1,
-                last: u64::MAX,
-            });
-        }
-        if below_marks > 0 {
-            tracing::info!(
-                peer = %conn.peer.name,
-                ranges = below_marks,
-                missing_notes,
-                "asking a peer for notes missing below the high-water marks"
-            );
-        }
-        conn.send(FrameKind::Holes, &Holes { ranges }.encode());
-    }
-
-    /// A peer's `Holes`: queue the ranges; the pump answers them.
-    fn on_holes(&self, conn: &Rc<PeerConn>, payload: &[u8]) -> Result<(), PeerError> {
-        let holes = Holes::decode(payload)?;
-        let mut repairs = conn.repairs.borrow_mut();
-        let room = peer::REPAIR_RANGES_QUEUED_MAX.saturating_sub(repairs.len());
-        if holes.ranges.len() > room {
-            tracing::warn!(peer = %conn.peer.name, asked = holes.ranges.len(), room, "too many hole ranges queued; dropping the rest");
-        }
-        repairs.extend(holes.ranges.into_iter().take(room));
-        conn.wake();
-        Ok(())
-    }
-
-    /// Answers queued `Holes` ranges with the notes we have in them, in
-    /// `Notes` frames, until the outbox reaches its high-water mark.
-    fn serve_repairs(&self, conn: &Rc<PeerConn>, index: &crate::store::index::Index) {
-        let mut repairs = conn.repairs.borrow_mut();
-        let mut batch: Vec<&[u8]> = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut notes_sent = 0usize;
-        while let Some(range) = repairs.front_mut() {
-            if conn.outbox_bytes() >= peer::OUTBOX_HIGH_WATER_BYTES {
-                break;
-            }
-            let mut done = true;
-            for note_ref in index.stream_after(range.origin, range.first - 1) {
-                let seq = note_ref.note().id().seq;
-                if seq > range.last {
-                    break;
-                }
-                batch.push(note_ref.payload());
-                batch_bytes += note_ref.payload().len() + 4;
-                notes_sent += 1;
-                if batch_bytes >= NOTES_FRAME_BYTES_TARGET
-                    || batch.len() >= wire::NOTES_PER_FRAME_MAX
-                {
-                    conn.send(FrameKind::Notes, &peer::notes_payload(&batch));
-                    batch.clear();
-                    batch_bytes = 0;
-                    if seq >= range.last {
-                        break;
-                    }
-                    range.first = seq + 1;
-                    if conn.outbox_bytes() >= peer::OUTBOX_HIGH_WATER_BYTES {
-                        done = false;
-                        break;
-                    }
-                }
-            }
-            if !done {
-                break;
-            }
-            repairs.pop_front();
-        }
-        if !batch.is_empty() {
-            conn.send(FrameKind::Notes, &peer::notes_payload(&batch));
-        }
-        if notes_sent > 0 {
-            tracing::info!(peer = %conn.peer.name, notes = notes_sent, "sent a peer notes it lacked below its high-water marks");
-        }
+        self.shared.view.store(Arc::new(ClusterView { members }));
     }
 
     fn on_dispatch_request(
@@ -937,35 +700,29 @@ impl Cluster {
         payload: &[u8],
     ) -> Result<(), PeerError> {
         let req = DispatchRequest::decode(payload)?;
-        let cores = self.shard.shared().cpus.len();
-        let core = (req.core as usize).min(cores.saturating_sub(1));
-        let job = DispatchJob {
-            reply_to: ReplyTo::Peer {
-                node: conn.peer.node,
-                id: req.id,
-            },
-            // The requesting node times out on its own (`DISPATCH_TIMEOUT_MS`).
-            taken_by: None,
+        let core = (req.core as usize).min(usize::from(self.me.cores.saturating_sub(1)));
+        let request = OwnedRequest {
             keep_alive: req.keep_alive,
             http10: req.http10,
-            raw_head: req.raw_head,
+            head: req.raw_head,
             body: req.body,
         };
-        self.shard
-            .notify_core(core, CoreMsg::Dispatch(Box::new(job)));
+        // The requesting node times out on its own (`DISPATCH_TIMEOUT_MS`).
+        self.host
+            .run_for_peer(core, conn.peer.node, req.id, request);
         Ok(())
     }
 
     fn on_dispatch_response(&self, payload: &[u8]) -> Result<(), PeerError> {
         let resp = DispatchResponse::decode(payload)?;
         let pending = self.remote_pending.borrow_mut().remove(&resp.id);
-        if let Some((_, reply_to)) = pending {
+        if let Some((_, requester)) = pending {
             self.deliver_reply(
-                reply_to,
-                DispatchReply {
+                requester,
+                CompleteResponse {
                     status: resp.status,
                     close: resp.close,
-                    response: resp.response,
+                    bytes: resp.response,
                 },
             );
         }
@@ -976,11 +733,6 @@ impl Cluster {
     pub fn me(&self) -> &NodeIdentity {
         &self.me
     }
-}
-
-/// A 503 for a request whose remote execution failed.
-pub fn unavailable_reply(why: &str) -> DispatchReply {
-    crate::server::dispatch::closing_reply(503, &[("Retry-After", "1")], why)
 }
 
 impl PeerHandler for Cluster {
@@ -1007,64 +759,7 @@ impl PeerHandler for Cluster {
     }
 
     fn pump(&self, conn: &Rc<PeerConn>) {
-        if conn.is_closed() {
-            return;
-        }
-        let index = self.shard.index();
-        // What the peer told us it lacks below its marks, first.
-        if !conn.repairs.borrow().is_empty() {
-            self.serve_repairs(conn, &index);
-        }
-        // Nothing else is sent before the peer told us what it has.
-        if !conn.synced.get() {
-            return;
-        }
-        let now_us = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let relay_cutoff_us = now_us.saturating_sub(RELAY_DELAY_MS * 1000);
-        let connected: Vec<u32> = self.conns.borrow().keys().copied().collect();
-        for (origin, ours) in index.vector() {
-            if conn.outbox_bytes() >= peer::OUTBOX_HIGH_WATER_BYTES {
-                return;
-            }
-            let peer_has = conn.vector.borrow().get(&origin).copied().unwrap_or(0);
-            let sent = conn.sent.borrow().get(&origin).copied().unwrap_or(0);
-            let from = peer_has.max(sent);
-            if ours <= from || origin.node == conn.peer.node {
-                continue;
-            }
-            // Another node's notes: its own connection delivers them first.
-            let delay_relay = origin.node != self.me.node && connected.contains(&origin.node);
-            let mut batch: Vec<&[u8]> = Vec::new();
-            let mut batch_bytes = 0usize;
-            let mut last = from;
-            for note_ref in index.stream_after(origin, from) {
-                let note = note_ref.note();
-                if delay_relay && note.created_at_us() > relay_cutoff_us {
-                    break;
-                }
-                batch.push(note_ref.payload());
-                batch_bytes += note_ref.payload().len() + 4;
-                last = note.id().seq;
-                if batch_bytes >= NOTES_FRAME_BYTES_TARGET
-                    || batch.len() >= wire::NOTES_PER_FRAME_MAX
-                {
-                    conn.send(FrameKind::Notes, &peer::notes_payload(&batch));
-                    batch.clear();
-                    batch_bytes = 0;
-                    if conn.outbox_bytes() >= peer::OUTBOX_HIGH_WATER_BYTES {
-                        break;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                conn.send(FrameKind::Notes, &peer::notes_payload(&batch));
-            }
-            if last > sent {
-                conn.sent.borrow_mut().insert(origin, last);
-            }
-        }
+        self.pump_notes(conn);
     }
 
     fn heartbeat(&self, conn: &Rc<PeerConn>) {

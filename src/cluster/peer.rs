@@ -106,7 +106,7 @@ impl FramedStream {
         }
     }
 
-    /// Keeps the socket's registration (from `Shard::register_socket`) for
+    /// Keeps the socket's registration (from `ClusterHost::register_socket`) for
     /// as long as the connection lives.
     pub fn registered(mut self, registration: Option<SocketRegistration>) -> FramedStream {
         self.registration = registration;

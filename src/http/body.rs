@@ -1,11 +1,19 @@
-//! Incremental decoder for `Transfer-Encoding: chunked` request bodies.
+//! Decoding HTTP/1.1 message bodies, for both roles: the server reads
+//! request bodies with it (`shard/conn.rs`), the bench client skips response
+//! bodies with it (`http/client.rs`). One decoder, one set of limits, the
+//! way hyper keeps one `decode.rs` for both sides.
 //!
-//! The decoder is fed whatever bytes have arrived and consumes what it can;
-//! it never needs a whole chunk in memory at once. Framing is strict (CRLF
-//! only, hex sizes without padding or sign) because lenient chunk parsing is
-//! a classic source of request smuggling between a proxy and a server.
-//! Every part has a bound: the decoded body (`body_bytes_max`, 413), a chunk
-//! size line's digits and extensions, and the trailer section.
+//! A [`BodyDecoder`] is fed whatever bytes have arrived and consumes what it
+//! can; it never needs a whole chunk in memory at once, and it stops at the
+//! end of the body, so the bytes of a pipelined next message are left
+//! alone. It appends the body's bytes to a buffer when given one (the
+//! server keeps the body) and only counts them otherwise (the bench).
+//!
+//! Chunked framing is strict (CRLF only, hex sizes without padding or sign)
+//! because lenient chunk parsing is a classic source of request smuggling
+//! between a proxy and a server. Every part has a bound: the decoded body
+//! (`body_bytes_max`, 413), a chunk size line's digits and extensions, and
+//! the trailer section.
 
 use super::error::HttpError;
 
@@ -46,21 +54,74 @@ enum State {
     Done,
 }
 
+/// How a body is delimited, and how much of it is left.
+#[derive(Debug, Clone)]
+pub enum BodyDecoder {
+    /// `Content-Length`: this many bytes are still to come.
+    Length { remaining: u64 },
+    /// `Transfer-Encoding: chunked`.
+    Chunked(ChunkedDecoder),
+    /// A response without a length: the body ends when the connection
+    /// closes (HTTP/1.0 style; never a request, RFC 9112 section 6.3).
+    UntilClose,
+}
+
+impl BodyDecoder {
+    /// Decodes from `input`, appending body bytes to `out` if given.
+    /// Returns how many input bytes were consumed.
+    pub fn decode(&mut self, input: &[u8], out: Option<&mut Vec<u8>>) -> Result<usize, HttpError> {
+        match self {
+            BodyDecoder::Length { remaining } => {
+                let take = (*remaining).min(input.len() as u64) as usize;
+                if let Some(out) = out {
+                    out.extend_from_slice(&input[..take]);
+                }
+                *remaining -= take as u64;
+                Ok(take)
+            }
+            BodyDecoder::Chunked(chunked) => chunked.run(input, out),
+            BodyDecoder::UntilClose => {
+                if let Some(out) = out {
+                    out.extend_from_slice(input);
+                }
+                Ok(input.len())
+            }
+        }
+    }
+
+    /// True once the whole body was consumed (never for
+    /// [`BodyDecoder::UntilClose`], which ends with the stream).
+    pub fn is_done(&self) -> bool {
+        match self {
+            BodyDecoder::Length { remaining } => *remaining == 0,
+            BodyDecoder::Chunked(chunked) => chunked.is_done(),
+            BodyDecoder::UntilClose => false,
+        }
+    }
+}
+
+/// The state machine of a chunked body.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
-    body_bytes_max: usize,
+    /// Largest decoded body accepted (413 beyond).
+    body_bytes_max: u64,
+    /// Body bytes decoded so far.
+    decoded: u64,
     trailer_bytes: usize,
 }
 
 impl ChunkedDecoder {
+    /// A decoder refusing bodies over `body_bytes_max` bytes (the bench
+    /// client, which only skips bodies, passes `usize::MAX`).
     pub fn new(body_bytes_max: usize) -> ChunkedDecoder {
         ChunkedDecoder {
             state: State::Size {
                 value: 0,
                 digits: 0,
             },
-            body_bytes_max,
+            body_bytes_max: body_bytes_max as u64,
+            decoded: 0,
             trailer_bytes: 0,
         }
     }
@@ -73,6 +134,10 @@ impl ChunkedDecoder {
     /// input bytes were consumed; stops early once the body is complete, so
     /// bytes of a pipelined next request are left alone.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, HttpError> {
+        self.run(input, Some(out))
+    }
+
+    fn run(&mut self, input: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<usize, HttpError> {
         let bad = |msg: &'static str| Err(HttpError::bad_request(msg));
         let mut i = 0;
         while i < input.len() {
@@ -111,7 +176,7 @@ impl ChunkedDecoder {
                     if value == 0 {
                         State::TrailerLineStart
                     } else {
-                        if out.len() as u64 + value > self.body_bytes_max as u64 {
+                        if self.decoded.saturating_add(value) > self.body_bytes_max {
                             return Err(HttpError::too_large(format!(
                                 "chunked request body is larger than the limit of {} bytes",
                                 self.body_bytes_max
@@ -121,8 +186,11 @@ impl ChunkedDecoder {
                     }
                 }
                 State::Data { remaining } => {
-                    let take = (input.len() - i).min(remaining as usize);
-                    out.extend_from_slice(&input[i..i + take]);
+                    let take = ((input.len() - i) as u64).min(remaining) as usize;
+                    if let Some(out) = out.as_deref_mut() {
+                        out.extend_from_slice(&input[i..i + take]);
+                    }
+                    self.decoded += take as u64;
                     i += take;
                     let remaining = remaining - take as u64;
                     self.state = if remaining == 0 {
@@ -244,6 +312,19 @@ mod tests {
             let err = d.decode(bad, &mut Vec::new()).expect_err("must be refused");
             assert_eq!(err.status(), 400, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn skips_what_it_does_not_keep_and_stops_at_the_end() {
+        let input = b"5\r\nhello\r\n0\r\n\r\nNEXT";
+        let mut d = BodyDecoder::Chunked(ChunkedDecoder::new(usize::MAX));
+        assert_eq!(d.decode(input, None).unwrap(), input.len() - 4);
+        assert!(d.is_done());
+        let mut d = BodyDecoder::Length { remaining: 3 };
+        let mut out = Vec::new();
+        assert_eq!(d.decode(b"abcdef", Some(&mut out)).unwrap(), 3);
+        assert!(d.is_done());
+        assert_eq!(out, b"abc");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - `Expect` other than `100-continue` gets 417.
 
 use super::error::HttpError;
+use super::trim_ows;
 
 /// Most headers a request may carry (more gets 431).
 pub const HEADERS_COUNT_MAX: usize = 64;
@@ -102,6 +103,17 @@ pub struct RequestHead {
     pub head_bytes: usize,
 }
 
+/// A complete request as bytes, to be run somewhere other than the core
+/// that read it (another core, another node): its raw head and body, and how
+/// its response must be framed for the client that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRequest {
+    pub keep_alive: bool,
+    pub http10: bool,
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
 /// Limits applied while parsing.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -182,7 +194,7 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
     let mut accepts_html = false;
     for h in req.headers.iter() {
         let name = h.name;
-        let value = trim(h.value);
+        let value = trim_ows(h.value);
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -206,14 +218,14 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             for coding in value.split(|&b| b == b',') {
-                let coding = trim(coding);
+                let coding = trim_ows(coding);
                 if !coding.is_empty() {
                     transfer_codings.push(coding);
                 }
             }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(|&b| b == b',') {
-                let token = trim(token);
+                let token = trim_ows(token);
                 if token.eq_ignore_ascii_case(b"close") {
                     conn_close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -227,7 +239,7 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
                 return Err(HttpError::ExpectationFailed);
             }
         } else if name.eq_ignore_ascii_case("content-type") {
-            let media = trim(value.split(|&b| b == b';').next().unwrap_or(b""));
+            let media = trim_ows(value.split(|&b| b == b';').next().unwrap_or(b""));
             content_type = if media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
                 ContentType::Form
             } else if media.eq_ignore_ascii_case(b"application/json") {
@@ -395,18 +407,6 @@ fn describe(e: httparse::Error) -> &'static str {
         httparse::Error::TooManyHeaders => "too many headers",
         httparse::Error::Version => "invalid version",
     }
-}
-
-pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |p| p + 1);
-    &v[start..end]
 }
 
 fn strip_prefix_ignore_case<'a>(v: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {

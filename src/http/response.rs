@@ -4,6 +4,11 @@
 //! `Content-Length` is always exact and no response is chunked. For `HEAD`
 //! the headers (including the length the body would have) are written and
 //! the body is left out.
+//!
+//! A [`CompleteResponse`] is a whole response already serialized for its
+//! client: what a request run on another core or node sends back (written
+//! to the client unchanged), including the closing error replies built by
+//! [`CompleteResponse::closing`] when it could not be run.
 
 use super::date;
 
@@ -141,6 +146,43 @@ pub fn write_text(
     );
 }
 
+/// A response serialized for the connection that will carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompleteResponse {
+    pub status: u16,
+    /// The connection closes after it.
+    pub close: bool,
+    /// Head and body, exactly as the client gets them.
+    pub bytes: Vec<u8>,
+}
+
+impl CompleteResponse {
+    /// A plain-text error reply with `status` that closes the client's
+    /// connection: for a request that another core or node could not
+    /// answer (its framing for the client is no longer known to be sound).
+    pub fn closing(status: u16, headers: &[(&str, &str)], why: &str) -> CompleteResponse {
+        let mut bytes = Vec::new();
+        let mode = ResponseMode {
+            keep_alive: false,
+            http10: false,
+            head_only: false,
+            served_by: None,
+        };
+        write_text(&mut bytes, mode, status, headers, why);
+        CompleteResponse {
+            status,
+            close: true,
+            bytes,
+        }
+    }
+
+    /// 503 with `Retry-After: 1`: the request could not be run where it was
+    /// sent (the node went away, too many requests waiting, ...).
+    pub fn unavailable(why: &str) -> CompleteResponse {
+        CompleteResponse::closing(503, &[("Retry-After", "1")], why)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +266,17 @@ mod tests {
             b"",
         );
         assert!(String::from_utf8_lossy(&out).contains("Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn a_closing_reply_says_so() {
+        let r = CompleteResponse::unavailable("gone");
+        let text = String::from_utf8(r.bytes).unwrap();
+        assert!(r.close);
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(text.contains("\r\nRetry-After: 1\r\n"));
+        assert!(text.contains("\r\nConnection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\ngone\n"));
     }
 
     #[test]

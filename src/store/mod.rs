@@ -6,12 +6,20 @@
 //! - [`recovery`]: rebuilding the index from the segments at start-up.
 //! - [`writer`]: one core's appender with group commit.
 //! - [`index`]: one core's in-memory view of all notes.
+//! - [`feed`]: one core's feed of newly indexed notes (live updates, and
+//!   replication's wake-up on core 0).
 //! - [`lease`]: who may number and append a core's stream (fencing a
 //!   replaced writer), and the core's segment numbers.
 //!
 //! This module also owns the data directory itself ([`DataDir`]): its lock,
-//! so two servers never write the same log, and the node id.
+//! so two servers never write the same log, and the node id
+//! ([`NodeInfo`]); and the durability setting of writes ([`FsyncPolicy`]).
+//!
+//! Nothing here knows about HTTP, shards or the cluster: the store is
+//! driven by the shard above it and reports through its own counters
+//! ([`writer::LogCounters`]).
 
+pub mod feed;
 pub mod index;
 pub mod lease;
 pub mod note;
@@ -24,6 +32,25 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+/// Whether a write waits for its record to reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fdatasync before acknowledging (group commit). The default.
+    Always,
+    /// UNSAFE, for benchmarking only: acknowledge after the write(2); an
+    /// acknowledged note can be lost on power failure.
+    Never,
+}
+
+/// This node's identity: the id stored in its data directory (the `node`
+/// of every note id it creates) and the name it is shown by.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: u32,
+    pub name: String,
+}
 
 /// Errors of the storage layer outside the write path.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,7 @@ use std::future::poll_fn;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
@@ -35,8 +36,7 @@ use glommio::io::{BufferedFile, Directory, OpenOptions};
 use super::lease::{SegmentNumbers, StreamLease};
 use super::record;
 use super::segment;
-use crate::config::FsyncPolicy;
-use crate::metrics::{AllMetrics, CoreMetrics};
+use super::FsyncPolicy;
 
 /// Upper bound on bytes in one batch; appends beyond it wait for the next one.
 /// Bounds the memory of a batch and the latency added to its first writer.
@@ -54,6 +54,29 @@ const SPARE_WAITERS_MAX: usize = 4096;
 /// Segment names tried (each a fresh number) before a roll gives up when
 /// names are taken already.
 const SEGMENT_CREATE_ATTEMPTS_MAX: u32 = 16;
+
+/// What one core's writer has done, for `/metrics`. Written only by that
+/// core's writer (single-writer stores, no locked instruction), read by
+/// any core rendering the metrics.
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    /// fdatasync calls (one per group-commit batch).
+    pub fsyncs: AtomicU64,
+    /// Records made durable.
+    pub records_durable: AtomicU64,
+    /// Bytes written to the log since start-up.
+    pub log_bytes: AtomicU64,
+    /// pwrite(2) calls: one per batch, so records per write is the batch size.
+    pub log_writes: AtomicU64,
+    /// Batches that failed (their appends were answered with an error).
+    pub write_errors: AtomicU64,
+}
+
+impl LogCounters {
+    fn bump(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+}
 
 /// Why an append was not made durable. Cheap to clone: every append of a
 /// failed batch gets a copy.
@@ -161,8 +184,8 @@ pub struct LogWriter {
     lease: Arc<StreamLease>,
     fsync: FsyncPolicy,
     segment_bytes_max: u64,
-    /// All cores' metrics; this writer updates only `metrics[core]`.
-    metrics: AllMetrics,
+    /// This core's log counters (`/metrics`); this writer is their only writer.
+    counters: Arc<LogCounters>,
     open: RefCell<Batch>,
     segment: RefCell<Option<OpenSegment>>,
     /// This core's segment numbers, shared with every incarnation of this writer.
@@ -178,7 +201,7 @@ pub struct LogWriter {
     room_waiters: RefCell<Vec<Waker>>,
     idle_waiters: RefCell<Vec<Waker>>,
     /// fdatasync calls still to fail with `EIO` (the `fsync-error` fault of
-    /// `--fault-injection`, `server/fault.rs`); 0 in normal operation.
+    /// `--fault-injection`, `fault.rs`); 0 in normal operation.
     fsync_failures_injected: Cell<u64>,
 }
 
@@ -190,7 +213,7 @@ impl LogWriter {
         lease: Arc<StreamLease>,
         fsync: FsyncPolicy,
         segment_bytes_max: u64,
-        metrics: AllMetrics,
+        counters: Arc<LogCounters>,
     ) -> Rc<LogWriter> {
         Rc::new(LogWriter {
             data_dir,
@@ -198,7 +221,7 @@ impl LogWriter {
             lease,
             fsync,
             segment_bytes_max,
-            metrics,
+            counters,
             open: RefCell::default(),
             segment: RefCell::new(None),
             segment_numbers,
@@ -211,10 +234,6 @@ impl LogWriter {
             idle_waiters: RefCell::default(),
             fsync_failures_injected: Cell::new(0),
         })
-    }
-
-    fn core_metrics(&self) -> &CoreMetrics {
-        &self.metrics[self.core as usize]
     }
 
     /// Appends one record and waits until it is durable (or failed).
@@ -417,11 +436,11 @@ impl LogWriter {
             self.spare_bytes.replace(bytes);
         }
         match &outcome {
-            Ok(()) => self.core_metrics().add_records_durable(records),
+            Ok(()) => LogCounters::bump(&self.counters.records_durable, records),
             Err(WriteError::Restarting) => {}
             Err(e) => {
                 tracing::error!(core = self.core, records, error = %e, "log write failed; the batch is not acknowledged");
-                self.core_metrics().add_write_errors(1);
+                LogCounters::bump(&self.counters.write_errors, 1);
             }
         }
         let waiters = in_flight.complete(outcome);
@@ -478,7 +497,7 @@ impl LogWriter {
                 self.segment.borrow_mut().take();
                 return Err(WriteError::from_io("fdatasync", e));
             }
-            self.core_metrics().add_fsyncs(1);
+            LogCounters::bump(&self.counters.fsyncs, 1);
         }
         Ok(())
     }
@@ -520,8 +539,8 @@ impl LogWriter {
         match result {
             Ok(()) => {
                 seg.len += bytes.len() as u64;
-                self.core_metrics().add_log_bytes(bytes.len() as u64);
-                self.core_metrics().add_log_writes(1);
+                LogCounters::bump(&self.counters.log_bytes, bytes.len() as u64);
+                LogCounters::bump(&self.counters.log_writes, 1);
             }
             Err(_) => {
                 // The batch fails as a whole: cut its bytes off again; if

@@ -23,9 +23,34 @@
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::SystemTime;
 
 use crate::store::lease::StreamLease;
-use crate::watchdog::Event;
+
+/// A shard's supervision history, for `/_status`.
+#[derive(Debug, Default, Clone)]
+pub struct Supervision {
+    pub restarts: u64,
+    pub last_failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    pub at: SystemTime,
+}
+
+/// What the watchdog hears (its one input channel): incarnations report
+/// on it, and the main thread asks it to stop.
+pub enum Event {
+    /// From a shard or its join thread.
+    Shard {
+        incarnation: Arc<Incarnation>,
+        report: Report,
+    },
+    /// From the main thread: stop restarting, shut every shard down.
+    Stop,
+}
 
 /// How a shard's executor ended, as its main future reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,14 +2,14 @@
 //!
 //! The handler answers the response head and hands the connection a
 //! [`Subscription`] (in [`Reply::stream`]); the connection loop
-//! (`server/conn.rs`, `stream_events`) then keeps the connection open and
+//! (`shard/conn.rs`, `stream_events`) then keeps the connection open and
 //! alternates between waiting (for a note on this core's feed, a heartbeat
 //! timer, the client closing, shutdown) and writing what this module
 //! formats. The stream is delimited by closing the connection, so the
 //! response says `Connection: close` and has no length.
 //!
 //! Each note is one event, `id:` its note id, `event: note`, `data:` the
-//! note as one line of JSON (`notes::write_note_json` escapes newlines and
+//! note as one line of JSON (`render::write_note_json` escapes newlines and
 //! `<>&`, so a note can neither end the data line nor inject markup).
 //!
 //! `?since_us=T` (the page passes the creation time of the newest note it
@@ -23,15 +23,14 @@
 
 use std::rc::Rc;
 
-use super::notes::{write_id, write_note_json};
-use super::{error, Reply, Request};
+use super::render::{write_id, write_note_json};
+use super::{error, CoreView, Reply, Request, Route};
 use crate::encoding;
 use crate::http::date;
 use crate::http::response::ResponseMode;
 use crate::http::HttpError;
-use crate::metrics::Route;
-use crate::server::feed::{Feed, Next};
-use crate::server::shard::Shard;
+use crate::store::feed::{Feed, Next};
+use crate::store::index::NoteRef;
 
 /// A comment line is sent after this long without an event, so that a
 /// client that went away is noticed (the write fails) and proxies keep the
@@ -111,7 +110,7 @@ impl Subscription {
 }
 
 /// Appends one `note` event.
-pub fn write_note_event(out: &mut Vec<u8>, note_ref: &crate::store::index::NoteRef) {
+pub fn write_note_event(out: &mut Vec<u8>, note_ref: &NoteRef) {
     let note = note_ref.note();
     out.extend_from_slice(b"id: ");
     write_id(out, &note.id());
@@ -126,7 +125,12 @@ pub fn write_heartbeat(out: &mut Vec<u8>) {
 }
 
 /// `GET /events`.
-pub fn subscribe(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub fn subscribe(
+    core: &impl CoreView,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let mut since_us: Option<u64> = None;
     if let Some(value) = encoding::form_field(req.query(), "since_us") {
         match value.ok().and_then(|v| v.parse::<u64>().ok()) {
@@ -141,11 +145,11 @@ pub fn subscribe(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Resp
             }
         }
     }
-    if shard.shutting_down() {
+    if core.shutting_down() {
         return unavailable(out, mode, "the server is shutting down");
     }
-    let feed = shard.feed_rc();
-    let Some(slot) = feed.subscribe(shard.config().sse_subscribers_max_per_core) else {
+    let feed = Rc::clone(core.feed());
+    let Some(slot) = feed.subscribe(core.config().sse_subscribers_max_per_core) else {
         return unavailable(out, mode, "too many live-update subscribers on this core");
     };
     let (seq_next, lagged) = match since_us {

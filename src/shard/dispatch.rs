@@ -17,8 +17,10 @@
 //! A request sent elsewhere travels as its raw head and body
 //! ([`DispatchJob`]) through the target core's inbox, or through core 0 and
 //! the peer protocol to another node; the complete response comes back the
-//! same way and is written to the client unchanged. Only the notes routes
-//! are dispatched; operator endpoints always answer for the node asked.
+//! same way and is written to the client unchanged. Which requests may
+//! leave their core is the route table's call (`api/routes.rs`,
+//! `dispatchable`): the notes routes; operator endpoints always answer for
+//! the node asked.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -31,13 +33,15 @@ use std::time::Duration;
 
 use futures_lite::FutureExt as _;
 
-use super::inbox::{CoreMsg, DispatchJob, DispatchReply, ReplyTo};
-use super::shard::{panic_message, GaugeUnit, Shard};
+use super::inbox::{CoreMsg, DispatchJob, ReplyTo};
+use super::state::{GaugeUnit, Shard};
+use super::tasks::panic_message;
+use crate::api::{self, Reply, Request, Routed};
+use crate::cluster::{ClusterView, MemberView, Requester};
 use crate::config::DispatchPolicy;
-use crate::http::request::{self, HeadLimits, HeadStatus, Method};
-use crate::http::response::{self, ResponseMode};
-use crate::metrics::{CoreMetrics, Route};
-use crate::routes::{self, Reply, Request};
+use crate::http::request::{self, HeadLimits, HeadStatus, Method, OwnedRequest};
+use crate::http::response::{self, CompleteResponse, ResponseMode};
+use crate::metrics::CoreMetrics;
 
 /// Longest wait for a dispatched request's answer (then 504).
 pub const DISPATCH_TIMEOUT_MS: u64 = 10_000;
@@ -46,13 +50,19 @@ pub const DISPATCH_TIMEOUT_MS: u64 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Here,
+    Away(Away),
+}
+
+/// Somewhere other than this core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Away {
     Core(usize),
     Node { node: u32, core: u16 },
 }
 
 /// Where a dispatched request's answer lands.
 pub struct ReplySlot {
-    reply: RefCell<Option<DispatchReply>>,
+    reply: RefCell<Option<CompleteResponse>>,
     waker: RefCell<Option<Waker>>,
     /// For a request handed to another core of this node (to run there,
     /// or for core 0 to relay to another node): see `fail_lost`.
@@ -68,30 +78,6 @@ struct SentTo {
     relayed: bool,
 }
 
-fn dispatchable(req: &Request<'_>) -> bool {
-    let path = req.path();
-    match req.head.method {
-        Method::Get | Method::Head => {
-            path == b"/"
-                || path == b"/notes"
-                || path.starts_with(b"/notes/")
-                || path == b"/add_note"
-        }
-        Method::Post => path == b"/notes",
-        _ => false,
-    }
-}
-
-fn route_of(req: &Request<'_>) -> Route {
-    match (req.head.method, req.path()) {
-        (_, b"/") => Route::Page,
-        (_, b"/add_note") => Route::AddNote,
-        (Method::Post, _) => Route::NotesCreate,
-        (_, b"/notes") => Route::NotesList,
-        _ => Route::NoteGet,
-    }
-}
-
 /// Answers a request here or wherever the policy sends it.
 pub async fn handle(
     shard: &Shard,
@@ -99,13 +85,15 @@ pub async fn handle(
     out: &mut Vec<u8>,
     mode: ResponseMode,
 ) -> Reply {
-    let policy = shard.config().dispatch;
-    if policy == DispatchPolicy::Local || !dispatchable(req) {
-        return routes::handle(shard, req, out, mode).await;
+    let config = shard.config();
+    let routed = req.route(config.fault_injection);
+    let policy = config.dispatch;
+    if policy == DispatchPolicy::Local || !routed.dispatchable() {
+        return api::serve(shard, routed, req, out, mode).await;
     }
     match choose(shard, policy) {
-        Target::Here => routes::handle(shard, req, out, mode).await,
-        target => remote(shard, req, out, mode, target).await,
+        Target::Here => api::serve(shard, routed, req, out, mode).await,
+        Target::Away(away) => remote(shard, routed, req, out, mode, away).await,
     }
 }
 
@@ -117,10 +105,7 @@ struct Candidates<'a> {
     local: usize,
     /// The cluster view and how many of its shards are reachable (none when
     /// clustering is off).
-    view: Option<(
-        arc_swap::Guard<std::sync::Arc<crate::cluster::ClusterView>>,
-        usize,
-    )>,
+    view: Option<(arc_swap::Guard<Arc<ClusterView>>, usize)>,
 }
 
 impl<'a> Candidates<'a> {
@@ -148,7 +133,7 @@ impl<'a> Candidates<'a> {
             let target = if index == self.shard.id() {
                 Target::Here
             } else {
-                Target::Core(index)
+                Target::Away(Away::Core(index))
             };
             return (target, self.shard.shared().metrics[index].dispatch_load());
         }
@@ -159,7 +144,7 @@ impl<'a> Candidates<'a> {
                 if rest < cores {
                     let load = m.loads.get(rest).copied().unwrap_or(0) as u64;
                     let core = rest as u16;
-                    return (Target::Node { node: m.node, core }, load);
+                    return (Target::Away(Away::Node { node: m.node, core }), load);
                 }
                 rest -= cores;
             }
@@ -169,12 +154,8 @@ impl<'a> Candidates<'a> {
     }
 }
 
-fn reachable(
-    view: &crate::cluster::ClusterView,
-) -> impl Iterator<Item = &crate::cluster::MemberView> {
-    view.members
-        .iter()
-        .filter(|m| m.connected && m.state != "down")
+fn reachable(view: &ClusterView) -> impl Iterator<Item = &MemberView> {
+    view.members.iter().filter(|m| m.reachable())
 }
 
 fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
@@ -208,10 +189,11 @@ fn choose(shard: &Shard, policy: DispatchPolicy) -> Target {
 
 async fn remote(
     shard: &Shard,
+    routed: Routed,
     req: &Request<'_>,
     out: &mut Vec<u8>,
     mode: ResponseMode,
-    target: Target,
+    target: Away,
 ) -> Reply {
     let token = shard.dispatch_next_token.get();
     shard.dispatch_next_token.set(token + 1);
@@ -219,9 +201,9 @@ async fn remote(
     // core goes through it, and its answer comes back through it.
     let cluster_here = shard.cluster();
     let sent_to = match target {
-        Target::Core(core) => Some((core, false)),
-        Target::Node { .. } if cluster_here.is_none() => Some((0, true)),
-        Target::Here | Target::Node { .. } => None,
+        Away::Core(core) => Some((core, false)),
+        Away::Node { .. } if cluster_here.is_none() => Some((0, true)),
+        Away::Node { .. } => None,
     }
     .map(|(core, relayed)| SentTo {
         core,
@@ -238,23 +220,35 @@ async fn remote(
         .dispatch_pending
         .borrow_mut()
         .insert(token, Rc::clone(&slot));
-    let job = Box::new(DispatchJob {
-        reply_to: ReplyTo::Core {
-            core: shard.id(),
-            token,
-        },
-        taken_by,
+    let request = OwnedRequest {
         keep_alive: mode.keep_alive,
         http10: mode.http10,
-        raw_head: req.raw_head.to_vec(),
+        head: req.raw_head.to_vec(),
         body: req.body.to_vec(),
-    });
+    };
+    let requester = Requester {
+        core: shard.id(),
+        token,
+    };
     match target {
-        Target::Here => unreachable!("remote() with a local target"),
-        Target::Core(core) => shard.notify_core(core, CoreMsg::Dispatch(job)),
-        Target::Node { node, core } => match cluster_here {
-            Some(cluster) => cluster.forward(node, core, *job),
-            None => shard.notify_core(0, CoreMsg::Forward { node, core, job }),
+        Away::Core(core) => shard.notify_core(
+            core,
+            CoreMsg::Dispatch(Box::new(DispatchJob {
+                reply_to: ReplyTo::Core(requester),
+                taken_by,
+                request,
+            })),
+        ),
+        Away::Node { node, core } => match cluster_here {
+            Some(cluster) => cluster.forward(node, core, request, requester),
+            None => {
+                let job = Box::new(DispatchJob {
+                    reply_to: ReplyTo::Core(requester),
+                    taken_by,
+                    request,
+                });
+                shard.notify_core(0, CoreMsg::Forward { node, core, job })
+            }
         },
     }
     shard.metrics().add_dispatched_out(1);
@@ -271,10 +265,10 @@ async fn remote(
     })
     .await;
     shard.dispatch_pending.borrow_mut().remove(&token);
-    let route = route_of(req);
+    let route = routed.route();
     match answered {
         Some(reply) => {
-            out.extend_from_slice(&reply.response);
+            out.extend_from_slice(&reply.bytes);
             Reply {
                 route,
                 status: reply.status,
@@ -304,7 +298,7 @@ async fn remote(
 }
 
 /// Delivers a reply to the request waiting for it on this core.
-pub fn deliver(shard: &Shard, token: u64, reply: DispatchReply) {
+pub fn deliver(shard: &Shard, token: u64, reply: CompleteResponse) {
     if let Some(slot) = shard.dispatch_pending.borrow().get(&token) {
         *slot.reply.borrow_mut() = Some(reply);
         if let Some(w) = slot.waker.borrow_mut().take() {
@@ -336,36 +330,37 @@ pub fn fail_lost(shard: &Shard, core: usize, generation: u64) {
         } else {
             "the shard serving this request failed while running it"
         };
-        deliver(shard, token, closing_reply(502, &[], why));
+        deliver(shard, token, CompleteResponse::closing(502, &[], why));
     }
 }
 
-/// A plain-text error reply with `status` that closes the client's
-/// connection, for a dispatched request that could not be answered.
-pub fn closing_reply(status: u16, headers: &[(&str, &str)], why: &str) -> DispatchReply {
-    let mut response = Vec::new();
-    let mode = ResponseMode {
-        keep_alive: false,
-        http10: false,
-        head_only: false,
-        served_by: None,
-    };
-    response::write_text(&mut response, mode, status, headers, why);
-    DispatchReply {
-        status,
-        close: true,
-        response,
+/// Core 0 relays a job another core handed it (`CoreMsg::Forward`) to
+/// `core` of another node, through the cluster; the answer goes back to the
+/// job's requester.
+pub fn relay(shard: &Shard, node: u32, core: u16, job: DispatchJob) {
+    match (shard.cluster(), job.reply_to) {
+        (Some(cluster), ReplyTo::Core(requester)) => {
+            cluster.forward(node, core, job.request, requester)
+        }
+        // A node only ever relays its own cores' requests, and only with a
+        // cluster; answer anything else rather than drop it.
+        (Some(_), to @ ReplyTo::Peer { .. }) => send_reply(
+            shard,
+            to,
+            CompleteResponse::unavailable("a forwarded request cannot be forwarded again"),
+        ),
+        (None, to) => send_reply(
+            shard,
+            to,
+            CompleteResponse::unavailable("this node has no cluster"),
+        ),
     }
 }
 
-/// Answers a job that cannot be executed.
-pub fn fail(shard: &Shard, job: DispatchJob, why: &str) {
-    send_reply(shard, job.reply_to, crate::cluster::unavailable_reply(why));
-}
-
-fn send_reply(shard: &Shard, to: ReplyTo, reply: DispatchReply) {
+/// Sends an answer where a dispatched request's answer goes.
+pub fn send_reply(shard: &Shard, to: ReplyTo, reply: CompleteResponse) {
     match to {
-        ReplyTo::Core { core, token } => {
+        ReplyTo::Core(Requester { core, token }) => {
             if core == shard.id() {
                 deliver(shard, token, reply);
             } else {
@@ -387,14 +382,14 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
         uri_bytes_max: config.uri_bytes_max,
         body_bytes_max: config.body_bytes_max,
     };
-    let head = match request::parse_head(&job.raw_head, &limits) {
+    let request = &job.request;
+    let head = match request::parse_head(&request.head, &limits) {
         Ok(HeadStatus::Complete(h)) => h,
         _ => {
-            let reply_to = job.reply_to;
             send_reply(
                 &shard,
-                reply_to,
-                crate::cluster::unavailable_reply("dispatched request could not be parsed"),
+                job.reply_to,
+                CompleteResponse::unavailable("dispatched request could not be parsed"),
             );
             return;
         }
@@ -403,12 +398,12 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
     shard.index_queued_notes();
     let req = Request {
         head: &head,
-        raw_head: &job.raw_head,
-        body: &job.body,
+        raw_head: &request.head,
+        body: &request.body,
     };
     let mode = ResponseMode {
-        keep_alive: job.keep_alive,
-        http10: job.http10,
+        keep_alive: request.keep_alive,
+        http10: request.http10,
         head_only: head.method == Method::Head,
         served_by: shard.served_by(),
     };
@@ -427,11 +422,11 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
             shard.apply_request_faults().await;
         }
         let mut out = Vec::new();
-        let reply = routes::handle(&shard, &req, &mut out, mode).await;
-        DispatchReply {
+        let reply = api::handle(&*shard, &req, &mut out, mode).await;
+        CompleteResponse {
             status: reply.status,
             close: reply.close,
-            response: out,
+            bytes: out,
         }
     })
     .catch_unwind()
@@ -451,10 +446,10 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
 /// no response, and the connection closed, as when a handler panics on the
 /// core that accepted the connection (a client cannot tell where its
 /// request ran). Counted as a 500.
-fn handler_failed_reply() -> DispatchReply {
-    DispatchReply {
+fn handler_failed_reply() -> CompleteResponse {
+    CompleteResponse {
         status: 500,
         close: true,
-        response: Vec::new(),
+        bytes: Vec::new(),
     }
 }

@@ -1,9 +1,11 @@
-//! Reading HTTP/1.x responses off a connection, as cheaply as possible.
+//! The client role: reading HTTP/1.x responses off a connection, as cheaply
+//! as possible (the load generator, `bench/client.rs`, is its user).
 //!
 //! A [`ResponseReader`] owns one connection's read buffer. The connection
-//! loop (`client.rs`) reads socket bytes into [`ResponseReader::space`] and
-//! asks [`ResponseReader::next`] for complete responses. Heads are parsed
-//! with httparse; bodies are never stored, only skipped as they arrive:
+//! loop reads socket bytes into [`ResponseReader::space`] and asks
+//! [`ResponseReader::next`] for complete responses. Heads are parsed with
+//! httparse; bodies are never stored, only skipped as they arrive by the
+//! same decoder the server reads request bodies with (`body.rs`):
 //! `Content-Length`, `Transfer-Encoding: chunked` and (HTTP/1.0 style)
 //! bodies delimited by the connection closing are understood.
 //!
@@ -17,8 +19,9 @@
 pub const READ_BUFFER_BYTES: usize = 32 * 1024;
 /// Most headers in a response head.
 const RESPONSE_HEADERS_MAX: usize = 64;
-/// Hex digits of a chunk size (16 = 64 bits).
-const CHUNK_SIZE_DIGITS_MAX: u8 = 16;
+
+use super::body::{BodyDecoder, ChunkedDecoder};
+use super::trim_ows;
 
 /// Why bytes from the server are not a response this client can read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -48,36 +51,11 @@ pub enum Next {
     NeedMore,
 }
 
-/// Where in a chunked body the reader is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    Size { value: u64, digits: u8 },
-    Extension { value: u64 },
-    SizeLf { value: u64 },
-    Data { left: u64 },
-    DataCr,
-    DataLf,
-    TrailerLineStart,
-    TrailerLine,
-    FinalLf,
-}
-
-/// How the body being skipped ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
-    Length {
-        left: u64,
-    },
-    Chunked(Chunk),
-    /// Until the server closes the connection (no length given).
-    UntilClose,
-}
-
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct InBody {
     status: u16,
     close: bool,
-    body: Body,
+    body: BodyDecoder,
 }
 
 /// One connection's response buffer and parser state.
@@ -138,7 +116,7 @@ impl ResponseReader {
         matches!(
             self.body,
             Some(InBody {
-                body: Body::UntilClose,
+                body: BodyDecoder::UntilClose,
                 ..
             })
         )
@@ -147,7 +125,7 @@ impl ResponseReader {
     /// Completes a close-delimited response at the end of the stream.
     pub fn finish_at_close(&mut self) -> Option<Next> {
         let b = self.body.take()?;
-        debug_assert_eq!(b.body, Body::UntilClose);
+        debug_assert!(matches!(b.body, BodyDecoder::UntilClose));
         self.start = self.end;
         Some(Next::Response {
             status: b.status,
@@ -159,19 +137,19 @@ impl ResponseReader {
     /// `head_request` says the request was HEAD (no body follows the head).
     pub fn next(&mut self, head_request: bool) -> Result<Next, ProtocolError> {
         loop {
-            if let Some(mut in_body) = self.body {
+            if let Some(in_body) = self.body.as_mut() {
                 let input = &self.buf[self.start..self.end];
-                let (used, done) = skip_body(&mut in_body.body, input)?;
+                let used = in_body
+                    .body
+                    .decode(input, None)
+                    .map_err(|_| ProtocolError::Chunked)?;
                 self.start += used;
-                if !done {
-                    self.body = Some(in_body);
+                if !in_body.body.is_done() {
                     return Ok(Next::NeedMore);
                 }
+                let (status, close) = (in_body.status, in_body.close);
                 self.body = None;
-                return Ok(Next::Response {
-                    status: in_body.status,
-                    close: in_body.close,
-                });
+                return Ok(Next::Response { status, close });
             }
             if self.start == self.end {
                 return Ok(Next::NeedMore);
@@ -208,13 +186,13 @@ impl ResponseReader {
                     length = Some(v);
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-                    if !trim(last).eq_ignore_ascii_case(b"chunked") {
+                    if !trim_ows(last).eq_ignore_ascii_case(b"chunked") {
                         return Err(ProtocolError::TransferEncoding);
                     }
                     chunked = true;
                 } else if h.name.eq_ignore_ascii_case("connection") {
                     for token in h.value.split(|&b| b == b',') {
-                        let token = trim(token);
+                        let token = trim_ows(token);
                         if token.eq_ignore_ascii_case(b"close") {
                             close = true;
                         } else if token.eq_ignore_ascii_case(b"keep-alive") && version_minor == 0 {
@@ -229,17 +207,15 @@ impl ResponseReader {
                 continue;
             }
             let body = if head_request || status == 204 || status == 304 || status == 101 {
-                Body::Length { left: 0 }
+                BodyDecoder::Length { remaining: 0 }
             } else if chunked {
-                Body::Chunked(Chunk::Size {
-                    value: 0,
-                    digits: 0,
-                })
-            } else if let Some(left) = length {
-                Body::Length { left }
+                // Skipped, never stored: no limit on its size.
+                BodyDecoder::Chunked(ChunkedDecoder::new(usize::MAX))
+            } else if let Some(remaining) = length {
+                BodyDecoder::Length { remaining }
             } else {
                 close = true;
-                Body::UntilClose
+                BodyDecoder::UntilClose
             };
             self.body = Some(InBody {
                 status,
@@ -248,77 +224,6 @@ impl ResponseReader {
             });
         }
     }
-}
-
-fn trim(mut v: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = v {
-        v = rest;
-    }
-    v
-}
-
-/// Skips body bytes from `input`: returns (bytes consumed, body complete).
-fn skip_body(body: &mut Body, input: &[u8]) -> Result<(usize, bool), ProtocolError> {
-    match body {
-        Body::Length { left } => {
-            let take = (*left).min(input.len() as u64);
-            *left -= take;
-            Ok((take as usize, *left == 0))
-        }
-        Body::UntilClose => Ok((input.len(), false)),
-        Body::Chunked(state) => skip_chunked(state, input),
-    }
-}
-
-fn skip_chunked(state: &mut Chunk, input: &[u8]) -> Result<(usize, bool), ProtocolError> {
-    let mut i = 0;
-    while i < input.len() {
-        if let Chunk::Data { left } = state {
-            let take = (*left).min((input.len() - i) as u64);
-            *left -= take;
-            i += take as usize;
-            if *left == 0 {
-                *state = Chunk::DataCr;
-            }
-            continue;
-        }
-        let b = input[i];
-        i += 1;
-        *state = match (*state, b) {
-            (Chunk::Size { value, digits }, b) if b.is_ascii_hexdigit() => {
-                if digits == CHUNK_SIZE_DIGITS_MAX {
-                    return Err(ProtocolError::Chunked);
-                }
-                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                Chunk::Size {
-                    value: value << 4 | d,
-                    digits: digits + 1,
-                }
-            }
-            (Chunk::Size { value, digits }, b';' | b' ' | b'\t') if digits > 0 => {
-                Chunk::Extension { value }
-            }
-            (Chunk::Size { value, digits }, b'\r') if digits > 0 => Chunk::SizeLf { value },
-            (Chunk::Extension { value }, b'\r') => Chunk::SizeLf { value },
-            (Chunk::Extension { value }, _) => Chunk::Extension { value },
-            (Chunk::SizeLf { value: 0 }, b'\n') => Chunk::TrailerLineStart,
-            (Chunk::SizeLf { value }, b'\n') => Chunk::Data { left: value },
-            (Chunk::DataCr, b'\r') => Chunk::DataLf,
-            (Chunk::DataLf, b'\n') => Chunk::Size {
-                value: 0,
-                digits: 0,
-            },
-            (Chunk::TrailerLineStart, b'\r') => Chunk::FinalLf,
-            (Chunk::TrailerLineStart | Chunk::TrailerLine, b'\n') => Chunk::TrailerLineStart,
-            (Chunk::TrailerLineStart | Chunk::TrailerLine, _) => Chunk::TrailerLine,
-            (Chunk::FinalLf, b'\n') => return Ok((i, true)),
-            _ => return Err(ProtocolError::Chunked),
-        };
-    }
-    Ok((i, false))
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
-//! Fault injection, for tests and demos of the watchdog. Off unless the
-//! server runs with `--fault-injection`; then `POST /_admin/fault?shard=N&kind=K`
-//! (`routes/admin.rs`) posts a fault into core N's [`FaultCell`], and the
+//! Fault injection, for tests and demos of the watchdog: the kinds of fault
+//! and the cell a fault is posted through. Off unless the server runs with
+//! `--fault-injection`; then `POST /_admin/fault?shard=N&kind=K`
+//! (`api/admin.rs`) posts a fault into core N's [`FaultCell`], and the
 //! sweeper of whichever executor currently serves core N takes it at its
 //! next tick (within `SWEEP_INTERVAL_MS`) and makes it happen *there*, on
-//! that core's own thread, whatever core received the request.
+//! that core's own thread, whatever core received the request
+//! (`shard/tasks.rs`, `apply_shard_fault`).
 //!
 //! Each kind exercises one failure path (see `watchdog.rs`):
 //! - `panic`: a panic in shard machinery (the sweeper task). Caught at the

@@ -21,18 +21,18 @@
 
 use std::io::Write as _;
 
+use std::sync::Arc;
+
 use super::assets::{self, APP_CSS, APP_JS, FAVICON};
-use super::notes::write_id;
-use super::{error, Reply, Request};
+use super::render::write_id;
+use super::{error, CoreView, Reply, Request, Route};
 use crate::cluster::ClusterView;
 use crate::encoding::{self, html_escape_into};
 use crate::http::response::{self, ResponseMode};
 use crate::http::HttpError;
-use crate::metrics::Route;
-use crate::server::shard::NodeInfo;
-use crate::server::shard::Shard;
 use crate::store::index::NoteView;
 use crate::store::note::NoteId;
+use crate::store::NodeInfo;
 
 /// Response headers of the page. The policy allows only this server's own
 /// script, style sheet, icon and event stream: even if escaping failed
@@ -46,15 +46,30 @@ const PAGE_HEADERS: [(&str, &str); 3] = [
     ("Referrer-Policy", "same-origin"),
 ];
 
-/// The rendered newest page of one core, and what it was rendered from.
+/// The rendered newest page of one core, and what it was rendered from
+/// (empty until the first render).
+#[derive(Default)]
 pub struct PageCache {
+    /// The index's length when rendered (the index only grows).
     notes: usize,
-    view: std::sync::Arc<crate::cluster::ClusterView>,
+    /// The cluster view it shows (compared by pointer: a new view is a new `Arc`).
+    view: Option<Arc<ClusterView>>,
     body: Vec<u8>,
 }
 
+impl PageCache {
+    fn is_current(&self, notes: usize, view: &Arc<ClusterView>) -> bool {
+        self.notes == notes && self.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view))
+    }
+}
+
 /// `GET /`.
-pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub fn index(
+    core: &impl CoreView,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let mut before: Option<NoteId> = None;
     if let Some(value) = encoding::form_field(req.query(), "before") {
         match value.ok().and_then(|v| v.parse::<NoteId>().ok()) {
@@ -69,23 +84,23 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
             }
         }
     }
-    let index = shard.index();
-    let cluster = &shard.shared().cluster;
+    let index = core.index();
+    let cluster = core.cluster();
     // The membership as last published (a lock-free load, no copy).
     let view = cluster.view.load_full();
+    let state = core.api_state();
     if before.is_none() {
-        if let Some(cached) = shard.page_cache.borrow().as_ref() {
-            if cached.notes == index.len() && std::sync::Arc::ptr_eq(&cached.view, &view) {
-                response::write(
-                    out,
-                    mode,
-                    200,
-                    "text/html; charset=utf-8",
-                    &PAGE_HEADERS,
-                    &cached.body,
-                );
-                return Reply::new(Route::Page, 200);
-            }
+        let cached = state.page.borrow();
+        if cached.is_current(index.len(), &view) {
+            response::write(
+                out,
+                mode,
+                200,
+                "text/html; charset=utf-8",
+                &PAGE_HEADERS,
+                &cached.body,
+            );
+            return Reply::new(Route::Page, 200);
         }
     }
     let Some(newest) = index.newest(before.as_ref()) else {
@@ -96,9 +111,9 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
             &HttpError::invalid("before names an unknown note"),
         );
     };
-    let config = shard.config();
+    let config = core.config();
     let context = PageContext {
-        node: shard.node(),
+        node: core.node(),
         page_notes: config.page_notes,
         note_text_bytes_max: config.note_text_bytes_max,
         total_notes: index.len(),
@@ -106,7 +121,7 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         view: &view,
         cluster_enabled: cluster.enabled,
     };
-    let mut page = shard.scratch();
+    let mut page = state.scratch();
     render(&mut page, newest, &context);
     response::write(
         out,
@@ -117,22 +132,11 @@ pub fn index(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: Response
         &page,
     );
     if before.is_none() {
-        let mut cache = shard.page_cache.borrow_mut();
-        match cache.as_mut() {
-            Some(c) => {
-                c.body.clear();
-                c.body.extend_from_slice(&page);
-                c.notes = index.len();
-                c.view = view;
-            }
-            None => {
-                *cache = Some(PageCache {
-                    notes: index.len(),
-                    view,
-                    body: page.clone(),
-                })
-            }
-        }
+        let mut cache = state.page.borrow_mut();
+        cache.body.clear();
+        cache.body.extend_from_slice(&page);
+        cache.notes = index.len();
+        cache.view = Some(view);
     }
     Reply::new(Route::Page, 200)
 }

@@ -3,30 +3,10 @@
 //! The main thread opens the data directory, recovers the log, binds one
 //! listening socket per core and hands them to the watchdog
 //! (`watchdog.rs`), which starts one pinned glommio executor per core
-//! (`shard.rs`) and supervises them. After that the main thread serves no
+//! (`shard/`) and supervises them. After that the main thread serves no
 //! traffic: it waits for events (every shard is ready, a signal, the
 //! watchdog gave up) and decides what the process does (report, shut down,
 //! exit with a status).
-//!
-//! - [`shard`]: one core's state and tasks.
-//! - [`incarnation`]: one executor serving a core, as its supervisor sees it.
-//! - [`conn`]: the HTTP connection loop.
-//! - [`conn_table`]: connection deadlines and limits.
-//! - [`inbox`]: cross-core lock-free mailboxes.
-//! - [`dispatch`]: running a request on another core or node.
-//! - [`feed`]: per-core live feed of new notes for `GET /events`.
-//! - [`bufpool`]: per-core buffer pools.
-//! - [`fault`]: fault injection for tests and demos (`--fault-injection`).
-
-pub mod bufpool;
-pub mod conn;
-pub mod conn_table;
-pub mod dispatch;
-pub mod fault;
-pub mod feed;
-pub mod inbox;
-pub mod incarnation;
-pub mod shard;
 
 use std::io::Write as _;
 use std::sync::mpsc;
@@ -34,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, FsyncPolicy};
-use crate::store::{recovery, DataDir, StoreError};
+use crate::shard::inbox::Inbox;
+use crate::shard::{CoreSlot, Shared};
+use crate::store::{recovery, DataDir, NodeInfo, StoreError};
 use crate::watchdog::{self, Notice};
-use inbox::Inbox;
-use shard::{CoreSlot, NodeInfo, Shared};
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +76,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let recovered = recovery::recover(&data.path, true)?;
     log_recovery(&recovered.report);
     let cpus = select_cpus(config.cores, &config.cpus)?;
-    raise_nofile_limit();
+    crate::host::raise_nofile_limit();
     let (sockets, bound) = crate::net::bind_all(config.listen, cpus.len(), config.listen_backlog)
         .map_err(|source| ServerError::Listen {
         addr: config.listen,
@@ -129,7 +109,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         recovered: recovered.index.freeze(),
         next_segment_by_core,
         started: Instant::now(),
-        cluster: crate::cluster::ClusterShared::new(config.peer_listen.is_some(), cores),
+        cluster: Arc::new(crate::cluster::ClusterShared::new(
+            config.peer_listen.is_some(),
+            cores,
+        )),
         config,
     });
 
@@ -298,23 +281,6 @@ fn select_cpus(cores: usize, cpus: &[usize]) -> Result<Vec<usize>, ServerError> 
         )));
     }
     Ok(available[..cores].to_vec())
-}
-
-/// Raises the soft open-files limit to the hard limit: every connection is
-/// a descriptor, and the default soft limit (1024) is far below what one core
-/// can hold.
-pub(crate) fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 fn log_recovery(report: &recovery::RecoveryReport) {

@@ -49,14 +49,15 @@ use super::bufpool::BufferPool;
 use super::conn_table::{now_ms, Phase};
 use super::dispatch;
 use super::incarnation::SocketRegistry;
-use super::shard::{panic_message, GaugeUnit, Shard};
-use crate::http::body::ChunkedDecoder;
+use super::state::{GaugeUnit, Shard};
+use super::tasks::panic_message;
+use crate::api::events::{self, After, Subscription};
+use crate::api::{self, Reply, Request, Route};
+use crate::http::body::{BodyDecoder, ChunkedDecoder};
 use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, RequestHead};
 use crate::http::response::ResponseMode;
 use crate::http::HttpError;
-use crate::metrics::{CoreMetrics, Route};
-use crate::routes::events::{self, After, Subscription};
-use crate::routes::{self, Reply, Request};
+use crate::metrics::CoreMetrics;
 
 /// Sent to a connection that arrives while its core is at the connection limit.
 const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: uringnotes\r\n\
@@ -341,7 +342,7 @@ impl<'s> Connection<'s> {
                         };
                         dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await
                     }
-                    Err(Some(e)) => routes::error(&mut self.wbuf, mode, Route::Malformed, &e),
+                    Err(Some(e)) => api::error(&mut self.wbuf, mode, Route::Malformed, &e),
                     Err(None) => return Err(Stop::Done),
                 }
             };
@@ -533,7 +534,7 @@ impl<'s> Connection<'s> {
             head_only: false,
             served_by: self.shard.served_by(),
         };
-        let reply = routes::error(&mut self.wbuf, mode, Route::Malformed, e);
+        let reply = api::error(&mut self.wbuf, mode, Route::Malformed, e);
         self.shard
             .metrics()
             .record_request(reply.route, reply.status, 0);
@@ -554,32 +555,27 @@ impl<'s> Connection<'s> {
             self.wbuf = self.shard.write_pool.take_write();
         }
         let mut body = Vec::new();
-        match head.body {
-            BodyFraming::None => {}
+        let mut decoder = match head.body {
+            BodyFraming::None => BodyDecoder::Length { remaining: 0 },
             BodyFraming::Length(n) => {
                 body.reserve_exact(n);
-                loop {
-                    let available = self.rbuf.data();
-                    let take = available.len().min(n - body.len());
-                    body.extend_from_slice(&available[..take]);
-                    self.rbuf.consume(take);
-                    if body.len() == n {
-                        break;
-                    }
-                    self.fill_body().await?;
+                BodyDecoder::Length {
+                    remaining: n as u64,
                 }
             }
             BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new(config.body_bytes_max);
-                loop {
-                    let consumed = decoder.decode(self.rbuf.data(), &mut body).map_err(Some)?;
-                    self.rbuf.consume(consumed);
-                    if decoder.is_done() {
-                        break;
-                    }
-                    self.fill_body().await?;
-                }
+                BodyDecoder::Chunked(ChunkedDecoder::new(config.body_bytes_max))
             }
+        };
+        loop {
+            let consumed = decoder
+                .decode(self.rbuf.data(), Some(&mut body))
+                .map_err(Some)?;
+            self.rbuf.consume(consumed);
+            if decoder.is_done() {
+                break;
+            }
+            self.fill_body().await?;
         }
         self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
         Ok(body)

@@ -1,5 +1,6 @@
 //! Cross-core mailboxes: how a note written through one core reaches the
-//! index of every other core.
+//! index of every other core, and every other message between cores
+//! (dispatched requests and their answers, replication news, shutdown).
 //!
 //! Each core has one [`Inbox`]: a bounded lock-free queue
 //! (`crossbeam_queue::ArrayQueue`, multi-producer) of [`NoteRef`]s and an
@@ -28,6 +29,9 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
+use crate::cluster::Requester;
+use crate::http::request::OwnedRequest;
+use crate::http::response::CompleteResponse;
 use crate::store::index::NoteRef;
 
 /// Messages a core may have queued for it before producers wait. At the
@@ -48,7 +52,7 @@ pub enum CoreMsg {
     /// Execute a request on the receiving core and send the reply back.
     Dispatch(Box<DispatchJob>),
     /// The reply to a request this core dispatched elsewhere.
-    DispatchReply { token: u64, reply: DispatchReply },
+    DispatchReply { token: u64, reply: CompleteResponse },
     /// For core 0 (which owns the peer connections): forward a request to
     /// another node.
     Forward {
@@ -60,7 +64,7 @@ pub enum CoreMsg {
     PeerReply {
         node: u32,
         id: u64,
-        reply: DispatchReply,
+        reply: CompleteResponse,
     },
     /// From the watchdog: the executor thread of `core`'s incarnation
     /// `generation` has ended. Requests this core dispatched there that it
@@ -72,13 +76,12 @@ pub enum CoreMsg {
 #[derive(Debug, Clone, Copy)]
 pub enum ReplyTo {
     /// A waiting request on a core of this node.
-    Core { core: usize, token: u64 },
+    Core(Requester),
     /// A request forwarded by another node (answered through core 0).
     Peer { node: u32, id: u64 },
 }
 
-/// A request to run elsewhere: its raw head and body, and how the response
-/// must be framed for the client that sent it.
+/// A request to run elsewhere, and where its answer goes.
 #[derive(Debug)]
 pub struct DispatchJob {
     pub reply_to: ReplyTo,
@@ -89,18 +92,7 @@ pub struct DispatchJob {
     /// The requester reads it when that incarnation's thread ends: a job
     /// still queued is run or relayed by the successor, a taken one is lost.
     pub taken_by: Option<Arc<AtomicU64>>,
-    pub keep_alive: bool,
-    pub http10: bool,
-    pub raw_head: Vec<u8>,
-    pub body: Vec<u8>,
-}
-
-/// A complete response produced by another shard.
-#[derive(Debug, Clone)]
-pub struct DispatchReply {
-    pub status: u16,
-    pub close: bool,
-    pub response: Vec<u8>,
+    pub request: OwnedRequest,
 }
 
 pub struct Inbox {

@@ -10,15 +10,14 @@ use std::io::Write as _;
 
 use serde::Deserialize;
 
-use super::{error, Reply, Request};
-use crate::encoding::{self, json_string_into};
+use super::render::{write_id, write_note_json};
+use super::{error, CoreView, Reply, Request, Route};
+use crate::encoding;
 use crate::http::request::ContentType;
 use crate::http::response::{self, ResponseMode};
 use crate::http::HttpError;
-use crate::metrics::{CoreMetrics, Route};
-use crate::server::shard::{GaugeUnit, Shard};
-use crate::store::note::{ArchivedNote, NoteId};
-use crate::store::writer::WriteError;
+use crate::store::index::NoteRef;
+use crate::store::note::NoteId;
 
 /// Notes per `GET /notes` page unless `limit` says otherwise.
 pub const LIST_LIMIT_DEFAULT: usize = 50;
@@ -76,47 +75,54 @@ pub fn text_from_body(
     validate_text(text, max_bytes)
 }
 
+/// Stores a note for a request: durable (and replicated, with `--ack all`)
+/// before it returns. Every way of writing a note goes through here.
+///
+/// Hundreds of writes may wait for the same log batch; none of them holds a
+/// write buffer meanwhile, so the few buffers in use stay in the CPU's
+/// cache (the first store into a cold one was most of the extra cost of a
+/// POST at 512 connections; perf, 2026-11-25).
+async fn store(
+    core: &impl CoreView,
+    text: String,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+    route: Route,
+) -> Result<NoteRef, Reply> {
+    core.park_write_buffer(out);
+    let created = core.create_note(text).await;
+    core.unpark_write_buffer(out);
+    created.map_err(|e| {
+        let msg = format!("{e}: the note was not stored");
+        response::write_text(out, mode, 503, &[("Retry-After", "1")], &msg);
+        Reply::new(route, 503)
+    })
+}
+
 /// `POST /notes`.
 pub async fn create(
-    shard: &Shard,
+    core: &impl CoreView,
     req: &Request<'_>,
     out: &mut Vec<u8>,
     mode: ResponseMode,
 ) -> Reply {
-    let max = shard.config().note_text_bytes_max;
+    let max = core.config().note_text_bytes_max;
     let text = match text_from_body(req.head.content_type, req.body, max) {
         Ok(t) => t,
         Err(e) => return error(out, mode, Route::NotesCreate, &e),
     };
-    // Hundreds of POSTs may wait for the same log batch; none of them holds
-    // a write buffer meanwhile, so the few buffers in use stay in the CPU's
-    // cache (the first store into a cold one was most of the extra cost of
-    // a POST at 512 connections; perf, 2026-11-25).
-    shard.park_write_buffer(out);
-    let created = {
-        // Not load for dispatch while it waits (`CoreMetrics::dispatch_load`);
-        // a guard, so a cancelled or panicking write ends the wait too.
-        let _waiting = GaugeUnit::begin(
-            shard,
-            CoreMetrics::log_wait_begin,
-            CoreMetrics::log_wait_end,
-        );
-        shard.create_note(text).await
-    };
-    shard.unpark_write_buffer(out);
-    let note = match created {
+    let note_ref = match store(core, text, out, mode, Route::NotesCreate).await {
         Ok(n) => n,
-        Err(e) => return write_failed(out, mode, Route::NotesCreate, &e),
+        Err(reply) => return reply,
     };
-    let note = note.note();
+    let note = note_ref.note();
     if req.head.content_type == ContentType::Form && req.head.accepts_html {
         response::write_text(out, mode, 303, &[("Location", "/")], "note added");
         return Reply::new(Route::NotesCreate, 303);
     }
     // Body and Location rendered into the core's scratch buffer, one after
     // the other (no allocation).
-    let mut scratch = shard.scratch();
-    scratch.clear();
+    let mut scratch = core.api_state().scratch();
     write_note_json(&mut scratch, note);
     scratch.push(b'\n');
     let body_len = scratch.len();
@@ -138,61 +144,37 @@ pub async fn create(
 
 /// `GET /add_note?text=...`: the original server's write, answered 204.
 pub async fn add_note(
-    shard: &Shard,
+    core: &impl CoreView,
     req: &Request<'_>,
     out: &mut Vec<u8>,
     mode: ResponseMode,
 ) -> Reply {
-    let max = shard.config().note_text_bytes_max;
+    let max = core.config().note_text_bytes_max;
     let text = match encoding::form_field(req.query(), "text") {
-        None => {
-            return error(
-                out,
-                mode,
-                Route::AddNote,
-                &HttpError::invalid("query parameter 'text' is missing"),
-            )
-        }
-        Some(Err(_)) => {
-            return error(
-                out,
-                mode,
-                Route::AddNote,
-                &HttpError::invalid("note text is not valid UTF-8"),
-            )
-        }
-        Some(Ok(t)) => t,
+        None => Err(HttpError::invalid("query parameter 'text' is missing")),
+        Some(Err(_)) => Err(HttpError::invalid("note text is not valid UTF-8")),
+        Some(Ok(t)) => validate_text(t, max),
     };
-    let text = match validate_text(text, max) {
+    let text = match text {
         Ok(t) => t,
         Err(e) => return error(out, mode, Route::AddNote, &e),
     };
-    if let Err(e) = shard.create_note(text).await {
-        return write_failed(out, mode, Route::AddNote, &e);
+    if let Err(reply) = store(core, text, out, mode, Route::AddNote).await {
+        return reply;
     }
     response::write(out, mode, 204, "", &[], b"");
     Reply::new(Route::AddNote, 204)
 }
 
-fn write_failed(out: &mut Vec<u8>, mode: ResponseMode, route: Route, e: &WriteError) -> Reply {
-    let msg = match e {
-        WriteError::NoSpace => "the disk is full: the note was not stored".to_string(),
-        WriteError::ShuttingDown => {
-            "the server is shutting down: the note was not stored".to_string()
-        }
-        WriteError::Restarting => {
-            "this core is restarting after a failure: the note was not stored".to_string()
-        }
-        WriteError::Io(m) => format!("storage error, the note was not stored: {m}"),
-    };
-    response::write_text(out, mode, 503, &[("Retry-After", "1")], &msg);
-    Reply::new(route, 503)
-}
-
 /// `GET /notes/{id}`.
-pub fn get(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub fn get(
+    core: &impl CoreView,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let id = NoteId::parse_bytes(&req.path()[b"/notes/".len()..]).ok();
-    let index = shard.index();
+    let index = core.index();
     let Some(note) = id.and_then(|id| index.get(&id)) else {
         response::write(
             out,
@@ -204,8 +186,7 @@ pub fn get(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMo
         );
         return Reply::new(Route::NoteGet, 404);
     };
-    let mut scratch = shard.scratch();
-    scratch.clear();
+    let mut scratch = core.api_state().scratch();
     write_note_json(&mut scratch, note.note());
     scratch.push(b'\n');
     response::write(out, mode, 200, "application/json", &[], &scratch);
@@ -213,7 +194,12 @@ pub fn get(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMo
 }
 
 /// `GET /notes?limit=N&before=ID`: newest first, with a cursor for the next page.
-pub fn list(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub fn list(
+    core: &impl CoreView,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let mut limit = LIST_LIMIT_DEFAULT;
     let mut before: Option<NoteId> = None;
     for (k, v) in encoding::form_pairs(req.query()) {
@@ -244,7 +230,7 @@ pub fn list(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseM
             _ => {}
         }
     }
-    let index = shard.index();
+    let index = core.index();
     let Some(newest) = index.newest(before.as_ref()) else {
         return error(
             out,
@@ -253,8 +239,7 @@ pub fn list(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseM
             &HttpError::invalid("before names an unknown note"),
         );
     };
-    let mut scratch = shard.scratch();
-    scratch.clear();
+    let mut scratch = core.api_state().scratch();
     scratch.extend_from_slice(b"{\"notes\":[");
     let mut last: Option<NoteId> = None;
     let mut more = false;
@@ -282,61 +267,9 @@ pub fn list(shard: &Shard, req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseM
     Reply::new(Route::NotesList, 200)
 }
 
-/// Appends one note as a JSON object, read straight from its archive.
-/// Hand-formatted (no `fmt` machinery): this is the hot path of the API.
-pub fn write_note_json(out: &mut Vec<u8>, note: &ArchivedNote) {
-    let id = note.id();
-    let created = note.created_at_us();
-    out.extend_from_slice(b"{\"id\":\"");
-    write_id(out, &id);
-    out.extend_from_slice(b"\",\"node\":\"");
-    encoding::hex8_into(out, id.origin.node);
-    out.extend_from_slice(b"\",\"created_at\":\"");
-    encoding::rfc3339_into(out, created, true);
-    out.extend_from_slice(b"\",\"created_at_us\":");
-    encoding::decimal_into(out, created);
-    out.extend_from_slice(b",\"text\":");
-    json_string_into(out, note.text());
-    out.push(b'}');
-}
-
-/// Appends a note id in its text form (`NODE-CORE-SEQ`).
-pub fn write_id(out: &mut Vec<u8>, id: &NoteId) {
-    encoding::hex8_into(out, id.origin.node);
-    out.push(b'-');
-    encoding::decimal_into(out, u64::from(id.origin.core));
-    out.push(b'-');
-    encoding::decimal_into(out, id.seq);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn note_json_is_valid_and_complete() {
-        use crate::store::note::{self, Note, Origin};
-        let n = Note {
-            id: NoteId {
-                origin: Origin {
-                    node: 0x0a0b0c0d,
-                    core: 3,
-                },
-                seq: 77,
-            },
-            created_at_us: 1_795_602_063_021_880,
-            text: "a \"quoted\" <b>\n".into(),
-        };
-        let bytes = note::archive(&n);
-        let mut out = Vec::new();
-        write_note_json(&mut out, note::access(&bytes).unwrap());
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["id"], "0a0b0c0d-3-77");
-        assert_eq!(v["node"], "0a0b0c0d");
-        assert_eq!(v["created_at"], "2026-11-25T10:21:03.021880Z");
-        assert_eq!(v["created_at_us"], 1_795_602_063_021_880u64);
-        assert_eq!(v["text"], "a \"quoted\" <b>\n");
-    }
 
     #[test]
     fn text_by_content_type() {

@@ -10,9 +10,8 @@
 
 use std::sync::LazyLock;
 
-use super::{Reply, Request};
+use super::{Reply, Request, Route};
 use crate::http::response::{self, ResponseMode};
-use crate::metrics::Route;
 
 /// One built-in file.
 pub struct Asset {

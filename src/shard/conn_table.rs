@@ -1,6 +1,6 @@
 //! One core's table of open connections and their deadlines.
 //!
-//! Timeouts are enforced by a sweeper (see `shard.rs`), not by a timer per
+//! Timeouts are enforced by a sweeper (see `tasks.rs`), not by a timer per
 //! read: each connection only writes its current deadline into its slot
 //! (two stores, no syscall, no timer-wheel insertion), and the sweeper walks
 //! the table a few times per second. A connection past its deadline is

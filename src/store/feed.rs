@@ -1,11 +1,15 @@
 //! One core's live feed: the notes newly indexed on this core, for the
-//! Server-Sent Events subscribers (`GET /events`) connected to it.
+//! Server-Sent Events subscribers (`GET /events`) connected to it and, on
+//! core 0 of a cluster node, for replication (its one *follower*, which only
+//! wants to know that the index grew).
 //!
 //! Every note reaches every core's index through `Shard::index_note`, which
 //! also pushes it here, so a subscriber on any core sees every note, however
 //! it arrived (written through this core, through another core's inbox, or
 //! by replication from another node). The feed is per core and touched only
-//! by its core: no lock, no atomic.
+//! by its core: no lock, no atomic. It knows nothing of metrics or inboxes:
+//! whoever owns it learns of subscriber-count changes through the hook set
+//! with [`Feed::on_subscribers`].
 //!
 //! The feed keeps the last [`FEED_NOTES_MAX`] notes in arrival order, each
 //! with a sequence number. A subscriber remembers the sequence number of the
@@ -20,12 +24,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::inbox::Inbox;
-use crate::metrics::AllMetrics;
-use crate::store::index::NoteRef;
+use super::index::NoteRef;
+
+/// Called with the new subscriber count whenever it changes.
+type SubscribersHook = Box<dyn Fn(usize)>;
 
 /// Notes kept for subscribers that are behind (per core). A subscriber more
 /// than this many notes behind is told to reload. At 64 notes per write
@@ -49,12 +53,11 @@ pub struct Feed {
     /// Slots holding a waker: a note arriving while every subscriber is
     /// still busy writing (a burst) costs no walk over the slots.
     waiting: Cell<usize>,
-    /// Where the subscriber count is published for `/metrics` and
-    /// `/_status` (all cores' metrics, and this core's index in them).
-    gauge: Option<(AllMetrics, usize)>,
-    /// This core's inbox, made eager while anyone subscribes (subscribers
-    /// want notes from other cores at once), and whether it always is.
-    inbox: Option<(Arc<[Inbox]>, usize, bool)>,
+    /// Woken by every new note; not a subscriber (see [`Feed::poll_grew`]).
+    follower: RefCell<Option<Waker>>,
+    /// Told the subscriber count when it changes (the shard publishes it in
+    /// its metrics and makes its inbox eager while anyone subscribes).
+    on_subscribers: Option<SubscribersHook>,
 }
 
 /// What a subscriber gets next.
@@ -68,36 +71,18 @@ pub enum Next {
 }
 
 impl Feed {
-    /// A feed that publishes its subscriber count in `metrics[core]` and
-    /// makes `inboxes[core]` eager while it has subscribers (always, with
-    /// `always_eager`).
-    pub fn new(
-        metrics: AllMetrics,
-        inboxes: Arc<[Inbox]>,
-        core: usize,
-        always_eager: bool,
-    ) -> Feed {
-        if let Some(inbox) = inboxes.get(core) {
-            inbox.set_eager(always_eager);
-        }
+    /// A feed that calls `hook` with the subscriber count whenever it changes.
+    pub fn on_subscribers(hook: impl Fn(usize) + 'static) -> Feed {
         Feed {
-            gauge: Some((metrics, core)),
-            inbox: Some((inboxes, core, always_eager)),
+            on_subscribers: Some(Box::new(hook)),
             ..Feed::default()
         }
     }
 
     fn set_subscribers(&self, n: usize) {
-        let was = self.subscribers.replace(n);
-        if let Some((inboxes, core, always_eager)) = &self.inbox {
-            if (was == 0) != (n == 0) && !always_eager {
-                if let Some(inbox) = inboxes.get(*core) {
-                    inbox.set_eager(n > 0);
-                }
-            }
-        }
-        if let Some((metrics, core)) = &self.gauge {
-            metrics[*core].set_sse_subscribers(n as u64);
+        self.subscribers.set(n);
+        if let Some(hook) = &self.on_subscribers {
+            hook(n);
         }
     }
 
@@ -126,6 +111,9 @@ impl Feed {
                 }
             }
             ring.push_back(note_ref);
+        }
+        if let Some(w) = self.follower.borrow_mut().take() {
+            w.wake();
         }
         if self.waiting.replace(0) == 0 {
             return;
@@ -200,6 +188,21 @@ impl Feed {
         }
     }
 
+    /// For the feed's one follower (replication on core 0): ready once a
+    /// note with sequence number `seq` or later was pushed. A follower is
+    /// not a subscriber: it takes no slot, is not counted, and reads no
+    /// notes from the ring (it reads the index).
+    pub fn poll_grew(&self, seq: u64, waker: &Waker) -> Poll<()> {
+        if seq < self.seq_next() {
+            return Poll::Ready(());
+        }
+        let mut follower = self.follower.borrow_mut();
+        if !follower.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *follower = Some(waker.clone());
+        }
+        Poll::Pending
+    }
+
     /// Ready once the note `seq` exists (or fell off the ring).
     pub fn poll_news(&self, slot: usize, seq: u64, waker: &Waker) -> Poll<()> {
         if seq < self.seq_next() {
@@ -268,6 +271,24 @@ mod tests {
             0,
             "a waiting subscriber that leaves is not counted"
         );
+    }
+
+    #[test]
+    fn the_follower_is_woken_by_every_note_and_is_not_a_subscriber() {
+        let counts = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let seen = std::rc::Rc::clone(&counts);
+        let feed = Feed::on_subscribers(move |n| seen.borrow_mut().push(n));
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(Arc::clone(&flag));
+        assert!(feed.poll_grew(0, &waker).is_pending());
+        feed.push(note_ref(1, 100));
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(feed.poll_grew(0, &waker).is_ready());
+        assert!(feed.poll_grew(1, &waker).is_pending());
+        assert_eq!(feed.subscribers(), 0);
+        let slot = feed.subscribe(1).unwrap();
+        feed.unsubscribe(slot);
+        assert_eq!(*counts.borrow(), vec![1, 0], "the hook hears every change");
     }
 
     #[test]

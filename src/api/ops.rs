@@ -1,0 +1,121 @@
+//! Operator endpoints: `/healthz`, `/metrics` (Prometheus) and `/_status`.
+
+use std::io::Write as _;
+
+use super::{CoreView, Reply, Route};
+use crate::config::{AckPolicy, DispatchPolicy};
+use crate::encoding::json_string_into;
+use crate::http::response::{self, ResponseMode};
+
+/// `GET /healthz`: 200 while the shard answering it is serving.
+pub fn healthz(out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+    response::write(out, mode, 200, "text/plain; charset=utf-8", &[], b"ok\n");
+    Reply::new(Route::Healthz, 200)
+}
+
+/// `GET /metrics`.
+pub fn metrics(core: &impl CoreView, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+    let mut body = core.api_state().scratch();
+    core.render_metrics(&mut body);
+    response::write(
+        out,
+        mode,
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        &[],
+        &body,
+    );
+    Reply::new(Route::Metrics, 200)
+}
+
+/// `GET /_status`: node, shards and storage as JSON.
+pub fn status(core: &impl CoreView, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+    let node = core.node();
+    let shards = core.shards();
+    let index = core.index();
+    let mut body = core.api_state().scratch();
+    body.extend_from_slice(b"{\"node\":{\"id\":");
+    let _ = write!(body, "\"{:08x}\",\"name\":", node.id);
+    json_string_into(&mut body, &node.name);
+    let _ = write!(
+        body,
+        "}},\"version\":\"{}\",\"uptime_s\":{},\"served_by_core\":{},\"notes\":{},\"note_text_bytes\":{},\"shards\":[",
+        env!("CARGO_PKG_VERSION"),
+        core.uptime().as_secs(),
+        core.core(),
+        index.len(),
+        index.text_bytes(),
+    );
+    for (i, shard) in shards.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let _ = write!(
+            body,
+            "{{\"core\":{i},\"cpu\":{},\"connections\":{},\"sse_subscribers\":{},\"inbox_depth\":{},\"requests\":{},\"restarts\":{},\"last_failure\":",
+            shard.cpu,
+            shard.connections,
+            shard.sse_subscribers,
+            shard.inbox_depth,
+            shard.requests,
+            shard.restarts
+        );
+        match &shard.last_failure {
+            None => body.extend_from_slice(b"null"),
+            Some((reason, at)) => {
+                body.extend_from_slice(b"{\"reason\":");
+                json_string_into(&mut body, reason);
+                let _ = write!(
+                    body,
+                    ",\"at\":\"{}\"}}",
+                    humantime::format_rfc3339_millis(*at)
+                );
+            }
+        }
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"],\"cluster\":");
+    write_cluster_json(core, &mut body);
+    body.extend_from_slice(b"}\n");
+    response::write(out, mode, 200, "application/json", &[], &body);
+    Reply::new(Route::Status, 200)
+}
+
+/// The cluster section of `/_status`: this node's peer settings and every
+/// known member with its state, replication lag and queue depth.
+fn write_cluster_json(core: &impl CoreView, body: &mut Vec<u8>) {
+    let config = core.config();
+    let cluster = core.cluster();
+    if !cluster.enabled {
+        body.extend_from_slice(b"{\"enabled\":false,\"members\":[]}");
+        return;
+    }
+    let _ = write!(
+        body,
+        "{{\"enabled\":true,\"peer_listen\":\"{}\",\"ack\":\"{}\",\"dispatch\":\"{}\",\"members\":[",
+        config.peer_advertise.or(config.peer_listen).map(|a| a.to_string()).unwrap_or_default(),
+        match config.ack {
+            AckPolicy::All => "all",
+            AckPolicy::Local => "local",
+        },
+        match config.dispatch {
+            DispatchPolicy::Local => "local",
+            DispatchPolicy::Random => "random",
+            DispatchPolicy::P2c => "p2c",
+        },
+    );
+    let view = cluster.view.load();
+    for (i, m) in view.members.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let _ = write!(body, "{{\"node\":\"{:08x}\",\"name\":", m.node);
+        json_string_into(body, &m.name);
+        let _ = write!(
+            body,
+            ",\"peer_addr\":\"{}\",\"state\":\"{}\",\"connected\":{},\"cores\":{},\"loads\":{:?},\"lag_notes\":{},\"queue_bytes\":{}}}",
+            m.peer_addr, m.state.label(), m.connected, m.cores, m.loads, m.lag_notes, m.outbox_bytes
+        );
+    }
+    body.extend_from_slice(b"]}");
+}
