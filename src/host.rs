@@ -1,6 +1,7 @@
-//! The machine the process runs on: what uname(2) says about it, for
-//! reports and the preflight check (only the fields uringnotes shows are
-//! decoded), and the process limits it raises for itself.
+//! The machine the process runs on, and what it was built with: what
+//! uname(2) says (for reports and the preflight check; only the fields
+//! uringnotes shows are decoded), which glommio patches the binary carries
+//! ([`glommio_patches`]), and the process limits it raises for itself.
 
 /// The system, host and kernel names of the running machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,27 @@ fn c_field(field: &[libc::c_char]) -> String {
         .map(|&c| c as u8)
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The glommio patches this binary was built with, as `tools/build-tuned`
+/// names them (`coop-taskrun,lean-loop`); `None` for stock glommio (a plain
+/// `cargo build`). Set at compile time by the build script's environment.
+pub fn glommio_patches() -> Option<&'static str> {
+    option_env!("URINGNOTES_GLOMMIO_PATCHES").filter(|p| !p.is_empty())
+}
+
+/// One line on how this build's executors talk to io_uring, for the
+/// startup log and `uringnotes doctor`.
+pub fn ring_setup() -> String {
+    match glommio_patches() {
+        None => "stock glommio 0.9: every io_uring completion interrupts the serving core, \
+                 and every loop pass re-arms two timers; build with tools/build-tuned"
+            .to_string(),
+        Some(patches) => format!(
+            "glommio 0.9 with patches {patches} (tools/build-tuned): COOP_TASKRUN rings \
+             (a plain ring on kernels before 5.19), timers kept across loop passes, no membarrier(2)"
+        ),
+    }
 }
 
 /// Raises the soft open-files limit to the hard limit: every connection is

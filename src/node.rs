@@ -165,6 +165,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         max_restarts = shared.config.max_restarts,
         restart_window_ms = shared.config.restart_window_ms,
         fault_injection = shared.config.fault_injection,
+        ring_setup = %crate::host::ring_setup(),
         "uringnotes serving"
     );
     // The one line on stdout: scripts and tests wait for it.
