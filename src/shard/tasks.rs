@@ -90,6 +90,7 @@ pub async fn run(
     listener_fd: RawFd,
 ) -> ExitReason {
     let id = incarnation.core;
+    tracing::debug!(core = id, generation = incarnation.generation, "shard starting");
     let origin = Origin {
         node: shared.node.id,
         core: id as u16,
@@ -166,6 +167,7 @@ pub async fn run(
         // caller gave up ownership of it.
         listener: ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(listener_fd) }),
     };
+    tracing::debug!(core = id, "shard ready: accepting");
     shard.incarnation.report(Report::Ready);
     if let Err(panic) = AssertUnwindSafe(accept_loop(&shard, &listener.listener, listener_fd))
         .catch_unwind()
