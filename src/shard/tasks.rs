@@ -90,7 +90,11 @@ pub async fn run(
     listener_fd: RawFd,
 ) -> ExitReason {
     let id = incarnation.core;
-    tracing::debug!(core = id, generation = incarnation.generation, "shard starting");
+    tracing::debug!(
+        core = id,
+        generation = incarnation.generation,
+        "shard starting"
+    );
     let origin = Origin {
         node: shared.node.id,
         core: id as u16,
