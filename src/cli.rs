@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::args::BenchArgs;
-use crate::config::{AckPolicy, Config, ConfigError, DispatchPolicy, FsyncPolicy};
+use crate::config::{AckPolicy, Config, ConfigError, DispatchPolicy, FsyncPolicy, Placement};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,7 +47,7 @@ pub struct ServeArgs {
     /// Data directory (node id and log) [default: ./uringnotes-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Number of cores to run on, one pinned executor each [default: all online cores].
+    /// Number of cores to run on, one executor each [default: all online cores].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
     /// Node name shown on pages and in /_status [default: the host name].
@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// CPUs to pin shards to, e.g. `1` or `0,1` [default: the first --cores CPUs].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub cpus: Option<Vec<usize>>,
+    /// Pin shard executors to their CPUs: auto (pinned on bare metal or with
+    /// --cpus, unpinned in a VM), pinned, unpinned [default: auto].
+    #[arg(long, value_name = "HOW")]
+    pub placement: Option<Placement>,
     /// Peer protocol address (TCP for data, UDP for membership); enables clustering.
     #[arg(long, value_name = "ADDR")]
     pub peer_listen: Option<SocketAddr>,
@@ -191,6 +195,7 @@ impl ServeArgs {
             sse_subscribers_max_per_core,
             log_level,
             cpus,
+            placement,
             ack,
             ack_timeout_ms,
             dispatch,

@@ -42,6 +42,33 @@ pub enum DispatchPolicy {
     P2c,
 }
 
+/// How shard executors are placed on CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Pinned on bare metal or when `cpus` lists CPUs; unpinned under a
+    /// hypervisor, where waking a pinned executor on another CPU is a VM
+    /// exit (perf/RESULTS.md, "Placement").
+    Auto,
+    /// Each executor pinned to its own CPU (`cpus`, or the first `cores`).
+    Pinned,
+    /// One executor per core as always, but the kernel's scheduler places
+    /// them (as nginx places its workers by default).
+    Unpinned,
+}
+
+impl Placement {
+    /// Whether executors are pinned: `cpus_listed` is true when the operator
+    /// named the CPUs, `under_hypervisor` when the machine is a VM.
+    pub fn pins(self, cpus_listed: bool, under_hypervisor: bool) -> bool {
+        match self {
+            Placement::Pinned => true,
+            Placement::Unpinned => false,
+            Placement::Auto => cpus_listed || !under_hypervisor,
+        }
+    }
+}
+
 /// The validated configuration of `uringnotes serve`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -102,6 +129,9 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// CPUs to pin shards to (empty: the first `cores` CPUs this process may use).
     pub cpus: Vec<usize>,
+    /// Whether shard executors are pinned to their CPUs (`auto`: pinned on
+    /// bare metal or with `cpus` given, unpinned in a VM).
+    pub placement: Placement,
 
     /// Peer protocol listen address; unset means single-node (no cluster).
     pub peer_listen: Option<SocketAddr>,
@@ -159,6 +189,7 @@ impl Default for Config {
             log_level: "info".into(),
             config_file: None,
             cpus: Vec::new(),
+            placement: Placement::Auto,
             peer_listen: None,
             peer_advertise: None,
             cookie_file: None,

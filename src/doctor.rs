@@ -147,10 +147,7 @@ pub fn run(config: &Config) -> bool {
 /// Runs every check.
 pub fn check(config: &Config) -> Vec<Finding> {
     let (cores, cores_finding) = match cores_to_run(config) {
-        Ok(n) => (
-            n,
-            pass("cores", format!("{n} executor(s), one pinned per core")),
-        ),
+        Ok(n) => (n, pass("cores", format!("{n} executor(s), one per core"))),
         Err(f) => (1, f),
     };
     let mut findings = vec![check_kernel()];
@@ -160,12 +157,38 @@ pub fn check(config: &Config) -> Vec<Finding> {
     findings.push(check_memlock(cores));
     findings.push(check_executor());
     findings.push(cores_finding);
+    findings.push(check_placement(config));
     findings.push(check_nofile(config, cores));
     findings.push(check_somaxconn(config));
     findings.push(check_listen(config));
     findings.extend(check_data_dir(config));
     findings.extend(check_cluster(config));
     findings
+}
+
+/// Whether executors will be pinned, and why (`placement`).
+fn check_placement(config: &Config) -> Finding {
+    let hypervisor = crate::host::hypervisor();
+    let pinned = config
+        .placement
+        .pins(!config.cpus.is_empty(), hypervisor.is_some());
+    let machine = match &hypervisor {
+        Some(how) => format!("a virtual machine ({how})"),
+        None => "bare metal (no hypervisor seen)".to_string(),
+    };
+    let how = if pinned {
+        "executors pinned, one per CPU"
+    } else {
+        "executors unpinned (the kernel places them)"
+    };
+    pass(
+        "placement",
+        format!(
+            "placement = {:?}: {how}; this is {machine}",
+            config.placement
+        )
+        .to_lowercase(),
+    )
 }
 
 fn cores_to_run(config: &Config) -> Result<u64, Finding> {

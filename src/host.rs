@@ -55,9 +55,38 @@ pub fn ring_setup() -> String {
             .to_string(),
         Some(patches) => format!(
             "glommio 0.9 with patches {patches} (tools/build-tuned): COOP_TASKRUN rings \
-             (a plain ring on kernels before 5.19), timers kept across loop passes, no membarrier(2)"
+             (a plain ring on kernels before 5.19), timers kept across loop passes, no membarrier(2), \
+             no clock reads or timer-map splits on empty loop passes"
         ),
     }
+}
+
+/// Whether this machine is a virtual machine, and how that shows:
+/// `Some("cpuinfo hypervisor flag")` or `Some("/sys/hypervisor/type: xen")`;
+/// `None` on bare metal (or when neither source says so).
+///
+/// It decides `placement = "auto"`: under a hypervisor, waking an executor
+/// pinned to another, idle CPU is an inter-processor interrupt that exits to
+/// the host, and an unpinned executor can instead be woken on the CPU of
+/// its waker (perf/RESULTS.md, "Placement").
+pub fn hypervisor() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if cpuinfo_has_hypervisor_flag(&cpuinfo) {
+        return Some("cpuinfo hypervisor flag".into());
+    }
+    let kind = std::fs::read_to_string("/sys/hypervisor/type").unwrap_or_default();
+    let kind = kind.trim();
+    (!kind.is_empty()).then(|| format!("/sys/hypervisor/type: {kind}"))
+}
+
+/// True when the first `flags` line of /proc/cpuinfo (x86) lists
+/// `hypervisor`, the bit CPUID sets inside a virtual machine.
+fn cpuinfo_has_hypervisor_flag(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split_once(':'))
+        .is_some_and(|(_, flags)| flags.split_ascii_whitespace().any(|f| f == "hypervisor"))
 }
 
 /// Raises the soft open-files limit to the hard limit: every connection is
@@ -87,5 +116,15 @@ mod tests {
             u.release.chars().next().is_some_and(|c| c.is_ascii_digit()),
             "{u:?}"
         );
+    }
+
+    #[test]
+    fn the_hypervisor_flag_is_read_from_the_flags_line_only() {
+        let vm =
+            "processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor lahf_lm\nbugs\t\t: spectre_v1\n";
+        let metal = "processor\t: 0\nflags\t\t: fpu vme sse2 lahf_lm\nmodel name\t: hypervisor-ready chip\n";
+        assert!(super::cpuinfo_has_hypervisor_flag(vm));
+        assert!(!super::cpuinfo_has_hypervisor_flag(metal));
+        assert!(!super::cpuinfo_has_hypervisor_flag(""));
     }
 }

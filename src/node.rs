@@ -2,8 +2,8 @@
 //!
 //! The main thread opens the data directory, recovers the log, binds one
 //! listening socket per core and hands them to the watchdog
-//! (`watchdog.rs`), which starts one pinned glommio executor per core
-//! (`shard/`) and supervises them. After that the main thread serves no
+//! (`watchdog.rs`), which starts one glommio executor per core (`shard/`;
+//! pinned to its CPU or not, `Placement` in config.rs) and supervises them. After that the main thread serves no
 //! traffic: it waits for events (every shard is ready, a signal, the
 //! watchdog gave up) and decides what the process does (report, shut down,
 //! exit with a status).
@@ -76,6 +76,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let recovered = recovery::recover(&data.path, true)?;
     log_recovery(&recovered.report);
     let cpus = select_cpus(config.cores, &config.cpus)?;
+    let hypervisor = crate::host::hypervisor();
+    let pinned = config
+        .placement
+        .pins(!config.cpus.is_empty(), hypervisor.is_some());
     crate::host::raise_nofile_limit();
     let (sockets, bound) = crate::net::bind_all(config.listen, cpus.len(), config.listen_backlog)
         .map_err(|source| ServerError::Listen {
@@ -93,6 +97,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         data_dir: data.path.clone(),
         listen: bound,
         cpus: cpus.clone(),
+        pinned,
         inboxes: (0..cores).map(|_| Inbox::default()).collect(),
         metrics: crate::metrics::new_all(cores),
         cores: (0..cores)
@@ -158,6 +163,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         listen = %bound,
         cores,
         cpus = ?cpus,
+        pinned,
+        hypervisor = hypervisor.as_deref().unwrap_or("none seen"),
         node = %format_args!("{:08x}", shared.node.id),
         name = %shared.node.name,
         notes = shared.recovered.len(),

@@ -738,7 +738,13 @@ impl Watchdog {
         let spawned = {
             let shared = Arc::clone(shared);
             let incarnation = Arc::clone(&incarnation);
-            LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            // Unpinned, `cpu` only numbers the shard (`Placement` in config.rs).
+            let placement = if shared.pinned {
+                Placement::Fixed(cpu)
+            } else {
+                Placement::Unbound
+            };
+            LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{core}"))
                 .io_memory(IO_MEMORY_BYTES)
                 .spawn(move || async move { shard::run(shared, incarnation, shard_fd).await })

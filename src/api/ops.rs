@@ -53,7 +53,7 @@ pub fn status(core: &impl CoreView, out: &mut Vec<u8>, mode: ResponseMode) -> Re
         let _ = write!(
             body,
             "{{\"core\":{i},\"cpu\":{},\"connections\":{},\"sse_subscribers\":{},\"inbox_depth\":{},\"requests\":{},\"restarts\":{},\"last_failure\":",
-            shard.cpu,
+            OrNull(shard.cpu),
             shard.connections,
             shard.sse_subscribers,
             shard.inbox_depth,
@@ -118,4 +118,16 @@ fn write_cluster_json(core: &impl CoreView, body: &mut Vec<u8>) {
         );
     }
     body.extend_from_slice(b"]}");
+}
+
+/// An optional number as JSON: the number, or `null`.
+struct OrNull(Option<usize>);
+
+impl std::fmt::Display for OrNull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("null"),
+        }
+    }
 }

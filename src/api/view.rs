@@ -60,8 +60,8 @@ impl ApiState {
 /// One shard as `/_status` shows it.
 #[derive(Debug, Clone)]
 pub struct ShardStatus {
-    /// The CPU it is pinned to.
-    pub cpu: usize,
+    /// The CPU it is pinned to; `None` when executors are unpinned.
+    pub cpu: Option<usize>,
     pub connections: u64,
     pub sse_subscribers: u64,
     pub inbox_depth: u64,

@@ -79,8 +79,11 @@ pub struct Shared {
     pub node: NodeInfo,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    /// CPU each shard is pinned to.
+    /// CPU each shard runs on: pinned there when `pinned`, else only the
+    /// count matters and the kernel places the executors.
     pub cpus: Vec<usize>,
+    /// Whether shard executors are pinned (`Placement::pins`).
+    pub pinned: bool,
     /// One per core; a restarted shard consumes the same queue as its
     /// predecessor (see `tasks::run_inbox`).
     pub inboxes: Arc<[Inbox]>,

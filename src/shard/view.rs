@@ -98,7 +98,10 @@ impl CoreView for Shard {
             .iter()
             .enumerate()
             .map(|(core, m)| ShardStatus {
-                cpu: shared.cpus.get(core).copied().unwrap_or(0),
+                cpu: shared
+                    .pinned
+                    .then(|| shared.cpus.get(core).copied())
+                    .flatten(),
                 connections: m.connections_open(),
                 sse_subscribers: m.sse_subscribers(),
                 inbox_depth: m.inbox_depth(),
