@@ -38,9 +38,12 @@ pub const SEGMENT_BYTES_MAX: &str = "65536";
 /// sectors and segments fill quickly.
 const TEXT_BYTES_MIN: u64 = 40;
 const TEXT_BYTES_MAX: u64 = 3000;
-/// A fresh round's cut falls this long after the spawn, at most: the
-/// debug server's first start takes a few hundred milliseconds here.
+/// A fresh round's cut falls this long after the spawn, at most.
 const FRESH_CUT_WINDOW_MS: u64 = 900;
+/// Half of the fresh rounds cut within this long after the spawn: the
+/// debug server's first start (directories, node id, listeners) takes
+/// about 20-40 ms here, so these fall during it or just after.
+const FIRST_START_CUT_WINDOW_MS: u64 = 50;
 /// A running round's cut falls within this window after the load starts.
 const LOAD_CUT_MS_MIN: u64 = 20;
 const LOAD_CUT_MS_MAX: u64 = 400;
@@ -449,7 +452,11 @@ impl Harness {
             self.fs.format().expect("format the disk");
             self.sent.clear();
             self.acked.clear();
-            cut_after_ms = self.rng.below(FRESH_CUT_WINDOW_MS);
+            cut_after_ms = if self.rng.coin() {
+                self.rng.below(FIRST_START_CUT_WINDOW_MS)
+            } else {
+                self.rng.below(FRESH_CUT_WINDOW_MS)
+            };
             self.node = Some(self.spawn(true));
         } else {
             cut_after_ms = LOAD_CUT_MS_MIN + self.rng.below(LOAD_CUT_MS_MAX - LOAD_CUT_MS_MIN);
