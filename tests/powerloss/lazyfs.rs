@@ -496,39 +496,6 @@ impl Disk {
         }
     }
 
-    /// Replaces the durable (and current) bytes of the file at `path`:
-    /// damage on the disk itself, for storage fault tests.
-    pub fn set_durable_file(&mut self, path: &Path, bytes: Vec<u8>) -> bool {
-        let Some(ino) = self.resolve_durable(path) else {
-            return false;
-        };
-        match self.nodes.get_mut(&ino).map(|n| &mut n.body) {
-            Some(Body::File(f)) => {
-                f.current.clone_from(&bytes);
-                f.durable = bytes;
-                f.unsynced.clear();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Durable file paths under `dir` (relative to the root), sorted.
-    pub fn durable_files_under(&self, dir: &Path) -> Vec<PathBuf> {
-        let prefix = format!("/{}/", dir.display());
-        let mut out: Vec<PathBuf> = self
-            .names(true)
-            .into_iter()
-            .filter(|(path, ino)| {
-                path.starts_with(&prefix)
-                    && matches!(self.nodes.get(ino).map(|n| &n.body), Some(Body::File(_)))
-            })
-            .map(|(path, _)| PathBuf::from(path.trim_start_matches('/')))
-            .collect();
-        out.sort();
-        out
-    }
-
     /// `mkdir` as a FUSE request would do it (the model's own tests).
     pub fn model_mkdir(&mut self, parent: u64, name: &str) -> u64 {
         let body = Body::Dir(DirNode::default());
@@ -1112,22 +1079,10 @@ impl Mounted {
         self.attach()
     }
 
-    /// Runs `f` on the disk while it is unmounted (storage faults on
-    /// durable data: the kernel must not keep the old bytes cached).
-    pub fn offline<T>(&mut self, f: impl FnOnce(&mut Disk) -> T) -> Result<T, MountError> {
-        self.detach()?;
-        let out = f(&mut lock(&self.disk));
-        self.attach()?;
-        Ok(out)
-    }
-
     pub fn counters(&self) -> Counters {
         lock(&self.disk).counters()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.mountpoint
-    }
 }
 
 impl Drop for Mounted {

@@ -376,7 +376,8 @@ pub struct Harness {
     /// Every text acknowledged since the disk was formatted.
     acked: Vec<String>,
     pub totals: Totals,
-    dir: tempfile::TempDir,
+    /// The scratch directory (mount point, server logs), removed last.
+    _dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -398,12 +399,8 @@ impl Harness {
             sent: HashSet::new(),
             acked: Vec::new(),
             totals: Totals::default(),
-            dir,
+            _dir: dir,
         })
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
     }
 
     fn spawn(&mut self, skip: bool) -> Node {
@@ -652,11 +649,6 @@ impl Harness {
                 }
             }
         }
-    }
-
-    /// The harness's scratch directory (mount point, server logs).
-    pub fn scratch(&self) -> &Path {
-        self.dir.path()
     }
 }
 
