@@ -44,7 +44,11 @@ impl Fault {
     /// (for a truncation, everything from the cut on).
     fn apply(self, bytes: &mut Vec<u8>) -> Range<usize> {
         let records = record_offsets(bytes);
-        assert!(records.len() > 4, "a segment with {} records", records.len());
+        assert!(
+            records.len() > 4,
+            "a segment with {} records",
+            records.len()
+        );
         match self {
             Fault::FlipBits => {
                 let (pos, len) = records[records.len() / 2];
@@ -157,7 +161,11 @@ fn single_node(fault: Fault) {
     let hit = damage_first_segment(&data, fault, &texts);
 
     let s = Server::start_in(&data, &args);
-    let want: BTreeSet<String> = texts.iter().filter(|t| !hit.contains(*t)).cloned().collect();
+    let want: BTreeSet<String> = texts
+        .iter()
+        .filter(|t| !hit.contains(*t))
+        .cloned()
+        .collect();
     assert_eq!(
         texts_served(&s),
         want,

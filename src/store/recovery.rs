@@ -162,7 +162,8 @@ fn scan_segment(
             // A damaged header (a bad first sector). Records check
             // themselves: serve those after it rather than lose the file.
             let chunk: &[u8] = &bytes;
-            match (SEGMENT_HEADER_BYTES..chunk.len()).find(|&q| valid_record_in(chunk, q).is_some()) {
+            match (SEGMENT_HEADER_BYTES..chunk.len()).find(|&q| valid_record_in(chunk, q).is_some())
+            {
                 Some(first) => {
                     report.skipped.push((path.to_owned(), 0, first as u64));
                     pos = first;

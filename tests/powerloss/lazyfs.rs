@@ -388,7 +388,8 @@ impl Disk {
         new_name: &OsStr,
         flags: RenameFlags,
     ) -> Result<(), Errno> {
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
             return Err(Errno::EINVAL);
         }
@@ -1082,7 +1083,6 @@ impl Mounted {
     pub fn counters(&self) -> Counters {
         lock(&self.disk).counters()
     }
-
 }
 
 impl Drop for Mounted {

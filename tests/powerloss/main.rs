@@ -53,8 +53,12 @@ fn power_cuts_lose_no_acknowledged_note() {
     assert_eq!(t.duplicated, 0, "seed {seed}:\n{problems}");
     assert_eq!(t.damaged_served, 0, "seed {seed}:\n{problems}");
     // The rounds did what they are for.
-    assert!(t.acknowledged > 0, "no write was acknowledged: {}", t.summary());
-    assert!(t.fresh_rounds > 0 && t.cuts_before_listening + t.fresh_rounds > 1);
+    assert!(
+        t.acknowledged > 0,
+        "no write was acknowledged: {}",
+        t.summary()
+    );
+    assert!(t.fresh_rounds > 0, "round 0 starts on an empty directory");
     assert!(
         c.fsyncs > 0 && c.fsyncdirs > 0,
         "the server's syncs must reach the file system: {c:?}"
