@@ -169,11 +169,12 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Creates `path` and every missing directory above it, syncing the parent
 /// of each one created: a new directory's name is in its parent, and a
-/// power cut forgets it unless the parent is synced. (Found by the
-/// power-cut harness, `tests/powerloss`: a data directory created by the
-/// first start vanished with every note in it; the `fsync` of the data
-/// directory for `node.id` happened to cover `log/`, but nothing covered
-/// the data directory's own name.)
+/// power cut forgets it unless the parent is synced. Before this, nothing
+/// synced the name of a data directory the server created (the `fsync` of
+/// the data directory for `node.id` happened to cover `log/`): the
+/// power-cut harness (`tests/powerloss`, and `tools/powerloss --skip-sync
+/// new-directory`, which restores that behaviour) loses every note
+/// acknowledged after a first start when the power goes.
 fn create_dirs_durably(path: &Path) -> Result<(), StoreError> {
     let mut missing = Vec::new();
     let mut at = path;
