@@ -71,12 +71,12 @@ fn power_cuts_lose_no_acknowledged_note() {
 
 #[test]
 fn a_note_acknowledged_right_after_the_first_start_survives_a_power_cut() {
-    // The bug this harness was built to catch, and did: the server created
+    // The durability bug fixed with this harness: the server created
     // its data directory (and log/) but never synced their parents, so a
     // cut after the first start took the whole directory with every
     // acknowledged note in it. With that sync left out again
     // (`tools/powerloss --skip-sync new-directory`), the first round of
-    // power_cuts_lose_no_acknowledged_note loses them. Fixed in
+    // power_cuts_lose_no_acknowledged_note loses every note. Fixed in
     // store::create_dirs_durably.
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut h = harness(Settings::from_env(0));
