@@ -72,7 +72,8 @@ fn power_cuts_lose_no_acknowledged_note() {
 #[test]
 fn a_note_acknowledged_right_after_the_first_start_survives_a_power_cut() {
     // The durability bug fixed with this harness: the server created
-    // its data directory (and log/) but never synced their parents, so a
+    // its data directory but never synced its parent (log/ was covered
+    // only by chance, by the sync for node.id), so a
     // cut after the first start took the whole directory with every
     // acknowledged note in it. With that sync left out again
     // (`tools/powerloss --skip-sync new-directory`), the first round of
