@@ -42,8 +42,8 @@ const TEXT_BYTES_MAX: u64 = 3000;
 const FRESH_CUT_WINDOW_MS: u64 = 900;
 /// Half of the fresh rounds cut within this long after the spawn: the
 /// debug server's first start (directories, node id, listeners) takes
-/// about 20-40 ms here, so these fall during it or just after.
-const FIRST_START_CUT_WINDOW_MS: u64 = 50;
+/// about 25-30 ms here, so most of these fall during it.
+const FIRST_START_CUT_WINDOW_MS: u64 = 30;
 /// A running round's cut falls within this window after the load starts.
 const LOAD_CUT_MS_MIN: u64 = 20;
 const LOAD_CUT_MS_MAX: u64 = 400;
