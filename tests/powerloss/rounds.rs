@@ -472,7 +472,8 @@ impl Harness {
         } else {
             cut_after_ms = LOAD_CUT_MS_MIN + self.rng.below(LOAD_CUT_MS_MAX - LOAD_CUT_MS_MIN);
         }
-        let Some(node) = self.node.as_mut() else {
+        // The server of this round: killed by the cut, replaced below.
+        let Some(mut node) = self.node.take() else {
             unreachable!("a node runs by now");
         };
         let load = Load::start(
