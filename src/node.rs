@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, FsyncPolicy};
 use crate::shard::inbox::Inbox;
 use crate::shard::{CoreSlot, Shared};
-use crate::store::{recovery, DataDir, NodeInfo, StoreError};
+use crate::store::{durability, recovery, DataDir, NodeInfo, StoreError};
 use crate::watchdog::{self, Notice};
 
 /// Why the server could not start or had to stop.
@@ -31,6 +31,8 @@ pub enum ServerError {
     },
     #[error("{0}")]
     Cores(String),
+    #[error("{0}")]
+    Config(String),
     #[error("shard {core} failed to start: {reason}")]
     ShardStart { core: usize, reason: String },
     #[error(
@@ -72,6 +74,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     if config.fsync == FsyncPolicy::Never {
         tracing::warn!("fsync = never: acknowledged notes can be lost on a crash or power failure (benchmarking only)");
     }
+    skip_syncs_for_experiment(&config)?;
     let data = DataDir::open(&config.data_dir)?;
     let recovered = recovery::recover(&data.path, true)?;
     log_recovery(&recovered.report);
@@ -289,6 +292,34 @@ fn select_cpus(cores: usize, cpus: &[usize]) -> Result<Vec<usize>, ServerError> 
         )));
     }
     Ok(available[..cores].to_vec())
+}
+
+/// The power-cut harness's experiment: leave out the syncs named in
+/// `URINGNOTES_UNSAFE_SKIP_SYNC` (`store/durability.rs`). Refused without
+/// `--fault-injection`, so a stray variable cannot make a production
+/// server lose acknowledged notes.
+fn skip_syncs_for_experiment(config: &Config) -> Result<(), ServerError> {
+    let Some(list) = std::env::var_os(durability::SKIP_SYNC_ENV) else {
+        return Ok(());
+    };
+    let list = list.to_string_lossy();
+    let steps = durability::parse_steps(&list).map_err(ServerError::Config)?;
+    if steps.is_empty() {
+        return Ok(());
+    }
+    if !config.fault_injection {
+        return Err(ServerError::Config(format!(
+            "{} is set ({list}) but --fault-injection is not: refusing to run without those syncs",
+            durability::SKIP_SYNC_ENV
+        )));
+    }
+    let names: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+    tracing::warn!(
+        skipped = %names.join(","),
+        "UNSAFE experiment: these syncs are left out; acknowledged notes can be lost on power failure"
+    );
+    durability::skip(&steps);
+    Ok(())
 }
 
 fn log_recovery(report: &recovery::RecoveryReport) {

@@ -132,6 +132,7 @@ fn scan_segment(
     report: &mut RecoveryReport,
 ) -> Result<(), StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
+    let mut pos = SEGMENT_HEADER_BYTES;
     match segment::check_header(&bytes) {
         Ok(()) => {}
         Err(HeaderError::Short) => {
@@ -144,6 +145,37 @@ fn scan_segment(
                 .push((path.to_owned(), 0, bytes.len() as u64));
             return Ok(());
         }
+        Err(HeaderError::NotASegment) if bytes.iter().all(|&b| b == 0) => {
+            // Only zeros: the file's size reached the disk but not its
+            // header (a power cut while the segment was being created, on
+            // a file system that orders size before data). It holds
+            // nothing; the power-cut harness's `reorder` mode makes these.
+            if repair {
+                fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
+            }
+            report
+                .truncated
+                .push((path.to_owned(), 0, bytes.len() as u64));
+            return Ok(());
+        }
+        Err(HeaderError::NotASegment) => {
+            // A damaged header (a bad first sector). Records check
+            // themselves: serve those after it rather than lose the file.
+            let chunk: &[u8] = &bytes;
+            match (SEGMENT_HEADER_BYTES..chunk.len()).find(|&q| valid_record_in(chunk, q).is_some())
+            {
+                Some(first) => {
+                    report.skipped.push((path.to_owned(), 0, first as u64));
+                    pos = first;
+                }
+                None => {
+                    report
+                        .rejected
+                        .push((path.to_owned(), HeaderError::NotASegment.to_string()));
+                    return Ok(());
+                }
+            }
+        }
         Err(e) => {
             report.rejected.push((path.to_owned(), e.to_string()));
             return Ok(());
@@ -151,7 +183,6 @@ fn scan_segment(
     }
     report.bytes += bytes.len() as u64;
     let chunk: Arc<[u8]> = bytes.into();
-    let mut pos = SEGMENT_HEADER_BYTES;
     while pos < chunk.len() {
         if let Some(total) = valid_record_at(&chunk, pos) {
             // valid_record_at checked the checksum and validated the payload.
@@ -185,6 +216,10 @@ fn scan_segment(
 
 /// The total size of the record at `pos` if it is whole, checksummed and a valid note.
 fn valid_record_at(chunk: &Arc<[u8]>, pos: usize) -> Option<usize> {
+    valid_record_in(chunk, pos)
+}
+
+fn valid_record_in(chunk: &[u8], pos: usize) -> Option<usize> {
     match record::decode(&chunk[pos..]) {
         Decoded::Record { total_bytes } => {
             let payload = &chunk[pos + RECORD_HEADER_BYTES..pos + total_bytes];
@@ -201,6 +236,9 @@ fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("opening for repair", path, e))?;
     file.set_len(len)
         .map_err(|e| StoreError::io("truncating", path, e))?;
+    if super::durability::skipped(super::durability::SyncStep::RecoveryCut) {
+        return Ok(());
+    }
     file.sync_all()
         .map_err(|e| StoreError::io("syncing", path, e))
 }
@@ -231,6 +269,58 @@ mod tests {
         let dir = segment::log_dir(data_dir);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(segment::file_name(core, number)), bytes).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_header_costs_only_the_records_in_its_sector() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        write_segment(data, 0, 1, &(1..=40).collect::<Vec<_>>(), &[]);
+        let seg = segment::log_dir(data).join(segment::file_name(0, 1));
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[..512].fill(0); // the first sector, header included
+        fs::write(&seg, &bytes).unwrap();
+        let recovered = recover(data, true).unwrap();
+        let report = &recovered.report;
+        assert!(report.rejected.is_empty(), "{report:?}");
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+        assert_eq!(report.skipped[0].1, 0);
+        // Every record that starts after the zeroed sector is kept.
+        let mut pos = SEGMENT_HEADER_BYTES;
+        let mut after_sector = 0;
+        for seq in 1..=40 {
+            if pos >= 512 {
+                after_sector += 1;
+            }
+            let mut one = Vec::new();
+            record::encode_into(&mut one, &payload(0, seq));
+            pos += one.len();
+        }
+        assert!(after_sector > 0 && after_sector < 40);
+        assert_eq!(recovered.index.len(), after_sector);
+        assert_eq!(
+            recovered.index.seq_max(Origin { node: 1, core: 0 }),
+            40,
+            "the records after the damaged sector are served"
+        );
+    }
+
+    #[test]
+    fn a_segment_of_only_zeros_is_removed_like_a_torn_creation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        write_segment(data, 0, 1, &[1, 2], &[]);
+        let dir = segment::log_dir(data);
+        let zeros = dir.join(segment::file_name(0, 2));
+        fs::write(&zeros, [0u8; 4096]).unwrap();
+        let junk = dir.join(segment::file_name(0, 3));
+        fs::write(&junk, [7u8; 100]).unwrap();
+        let recovered = recover(data, true).unwrap();
+        assert_eq!(recovered.index.len(), 2);
+        assert!(!zeros.exists(), "a zero-filled segment holds nothing");
+        assert!(junk.exists(), "a file with other bytes is never removed");
+        assert_eq!(recovered.report.rejected.len(), 1);
+        assert_eq!(recovered.next_segment_by_core[&0], 4);
     }
 
     #[test]

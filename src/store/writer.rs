@@ -33,6 +33,7 @@ use std::task::{Poll, Waker};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
+use super::durability::{self, SyncStep};
 use super::lease::{SegmentNumbers, StreamLease};
 use super::record;
 use super::segment;
@@ -480,7 +481,7 @@ impl LogWriter {
             self.roll().await?;
         }
         self.write_to_segment(bytes)?;
-        if self.fsync == FsyncPolicy::Always {
+        if self.fsync == FsyncPolicy::Always && !durability::skipped(SyncStep::RecordData) {
             let (file, number) = match &*self.segment.borrow() {
                 Some(seg) => (Rc::clone(&seg.file), seg.number),
                 None => return Err(WriteError::Io("no open segment".into())),
@@ -608,17 +609,24 @@ impl LogWriter {
         if written as u64 != header_len {
             return Err(WriteError::NoSpace);
         }
-        self.fdatasync(&file)
-            .await
-            .map_err(|e| WriteError::from_io("syncing segment header", e))?;
-        let directory = Directory::open(dir)
-            .await
-            .map_err(|e| WriteError::from_glommio("opening log directory", e))?;
-        directory
-            .sync()
-            .await
-            .map_err(|e| WriteError::from_glommio("syncing log directory", e))?;
-        let _ = directory.close().await;
+        if !durability::skipped(SyncStep::SegmentHeader) {
+            self.fdatasync(&file)
+                .await
+                .map_err(|e| WriteError::from_io("syncing segment header", e))?;
+        }
+        // The new name is durable only once its directory is synced: a
+        // record acknowledged in a segment whose name a power cut forgets
+        // is lost with it.
+        if !durability::skipped(SyncStep::SegmentDir) {
+            let directory = Directory::open(dir)
+                .await
+                .map_err(|e| WriteError::from_glommio("opening log directory", e))?;
+            directory
+                .sync()
+                .await
+                .map_err(|e| WriteError::from_glommio("syncing log directory", e))?;
+            let _ = directory.close().await;
+        }
         // The previous segment (if any) is dropped here, which closes it;
         // everything in it is already synced.
         self.segment.replace(Some(OpenSegment {
