@@ -75,7 +75,11 @@ fn pinned_executors_each_run_on_one_cpu_of_their_own() {
     let s = Server::start(&["--placement", "pinned", "--cores", &cores.to_string()]);
     serves_a_note(&s);
     let threads = shard_thread_cpus(s.pid());
-    assert_eq!(threads.len(), cores, "one shard thread per core: {threads:?}");
+    assert_eq!(
+        threads.len(),
+        cores,
+        "one shard thread per core: {threads:?}"
+    );
     let mut pinned: Vec<usize> = threads
         .iter()
         .map(|cpus| {
@@ -85,7 +89,11 @@ fn pinned_executors_each_run_on_one_cpu_of_their_own() {
         .collect();
     pinned.sort_unstable();
     pinned.dedup();
-    assert_eq!(pinned.len(), cores, "each shard on a CPU of its own: {threads:?}");
+    assert_eq!(
+        pinned.len(),
+        cores,
+        "each shard on a CPU of its own: {threads:?}"
+    );
     let status = s.get("/_status").json();
     for shard in status["shards"].as_array().expect("shards") {
         assert!(shard["cpu"].is_u64(), "/_status names the CPU: {shard}");
@@ -98,14 +106,21 @@ fn unpinned_executors_may_run_on_every_allowed_cpu() {
     let s = Server::start(&["--placement", "unpinned", "--cores", &cores.to_string()]);
     serves_a_note(&s);
     let threads = shard_thread_cpus(s.pid());
-    assert_eq!(threads.len(), cores, "one shard thread per core: {threads:?}");
+    assert_eq!(
+        threads.len(),
+        cores,
+        "one shard thread per core: {threads:?}"
+    );
     let allowed = allowed_cpus();
     for cpus in &threads {
         assert_eq!(cpus, &allowed, "an unpinned shard keeps the process's CPUs");
     }
     let status = s.get("/_status").json();
     for shard in status["shards"].as_array().expect("shards") {
-        assert!(shard["cpu"].is_null(), "no CPU for an unpinned shard: {shard}");
+        assert!(
+            shard["cpu"].is_null(),
+            "no CPU for an unpinned shard: {shard}"
+        );
     }
 }
 
