@@ -115,8 +115,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub peer_advertise: Option<SocketAddr>,
     /// File with the shared cluster secret; never sent over the network.
+    /// Give it twice during a cookie rotation: the first dials, either is accepted.
     #[arg(long, value_name = "FILE")]
-    pub cookie_file: Option<PathBuf>,
+    pub cookie_file: Vec<PathBuf>,
     /// A cluster member's peer address to join (repeatable; one live member is enough).
     #[arg(long, value_name = "ADDR")]
     pub join: Vec<SocketAddr>,
@@ -204,7 +205,10 @@ impl ServeArgs {
                 $( if self.$field.is_some() { cfg.$field = self.$field.clone(); } )*
             };
         }
-        overlay_option!(peer_listen, peer_advertise, cookie_file);
+        overlay_option!(peer_listen, peer_advertise);
+        if !self.cookie_file.is_empty() {
+            cfg.cookie_file = self.cookie_file.clone();
+        }
         if !self.join.is_empty() {
             cfg.join = self.join.clone();
         }
