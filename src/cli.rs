@@ -255,6 +255,26 @@ mod tests {
     }
 
     #[test]
+    fn cookie_file_may_be_given_twice_the_first_dials() {
+        let cli = Cli::try_parse_from([
+            "uringnotes",
+            "serve",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--cookie-file",
+            "new",
+            "--cookie-file",
+            "old",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve");
+        };
+        let cfg = args.to_config().unwrap();
+        assert_eq!(cfg.cookie_file, vec![PathBuf::from("new"), PathBuf::from("old")]);
+    }
+
+    #[test]
     fn supervision_flags_take_durations() {
         let cli = Cli::try_parse_from([
             "uringnotes",

@@ -387,6 +387,17 @@ mod tests {
     }
 
     #[test]
+    fn one_cookie_file_or_two_during_a_rotation() {
+        let one: Config = toml::from_str("cookie_file = \"/run/cookie\"\n").unwrap();
+        assert_eq!(one.cookie_file, vec![PathBuf::from("/run/cookie")]);
+        let two: Config = toml::from_str("cookie_file = [\"new\", \"old\"]\n").unwrap();
+        assert_eq!(two.cookie_file, vec![PathBuf::from("new"), PathBuf::from("old")]);
+        two.validate().unwrap();
+        let three: Config = toml::from_str("cookie_file = [\"a\", \"b\", \"c\"]\n").unwrap();
+        assert!(three.validate().is_err(), "at most two cookie files");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:9000\"\n").is_err());
     }
