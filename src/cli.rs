@@ -271,7 +271,10 @@ mod tests {
             panic!("parsed as serve");
         };
         let cfg = args.to_config().unwrap();
-        assert_eq!(cfg.cookie_file, vec![PathBuf::from("new"), PathBuf::from("old")]);
+        assert_eq!(
+            cfg.cookie_file,
+            vec![PathBuf::from("new"), PathBuf::from("old")]
+        );
     }
 
     #[test]

@@ -391,7 +391,10 @@ mod tests {
         let one: Config = toml::from_str("cookie_file = \"/run/cookie\"\n").unwrap();
         assert_eq!(one.cookie_file, vec![PathBuf::from("/run/cookie")]);
         let two: Config = toml::from_str("cookie_file = [\"new\", \"old\"]\n").unwrap();
-        assert_eq!(two.cookie_file, vec![PathBuf::from("new"), PathBuf::from("old")]);
+        assert_eq!(
+            two.cookie_file,
+            vec![PathBuf::from("new"), PathBuf::from("old")]
+        );
         two.validate().unwrap();
         let three: Config = toml::from_str("cookie_file = [\"a\", \"b\", \"c\"]\n").unwrap();
         assert!(three.validate().is_err(), "at most two cookie files");

@@ -639,7 +639,7 @@ fn captured_membership_datagrams_sent_again_change_no_member() {
     assert!(
         p.a.stderr()
             .lines()
-            .any(|l| l.contains("dropped a replayed membership datagram")),
+            .any(|l| l.contains("dropped a membership datagram for an earlier run of this node")),
         "a's log:\n{}",
         p.a.stderr()
     );

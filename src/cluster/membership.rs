@@ -93,7 +93,10 @@ type Swim = Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>;
 const DROP_FOREIGN: usize = 0;
 const DROP_FORGED: usize = 1;
 const DROP_REPLAYED: usize = 2;
-const DROP_REASONS: usize = 3;
+/// For an earlier run of this node: replayed, or (the usual case, for a
+/// moment after a restart) sent before the sender learned of this run.
+const DROP_NOT_FOR_US: usize = 3;
+const DROP_REASONS: usize = 4;
 
 pub struct Membership {
     swim: RefCell<Swim>,
@@ -314,8 +317,8 @@ impl Membership {
         let reason = match e {
             DatagramError::NotSealed(_) | DatagramError::Version(_) => DROP_FOREIGN,
             DatagramError::Forged => DROP_FORGED,
-            DatagramError::NotForUs { .. }
-            | DatagramError::Replayed { .. }
+            DatagramError::NotForUs { .. } => DROP_NOT_FOR_US,
+            DatagramError::Replayed { .. }
             | DatagramError::TooOld { .. }
             | DatagramError::EarlierRun { .. } => DROP_REPLAYED,
         };
@@ -340,6 +343,10 @@ impl Membership {
             DROP_REPLAYED => tracing::warn!(
                 %from, member = sender.as_deref().unwrap_or("?"), error = %e, refused,
                 "dropped a replayed membership datagram; no member's state changed"
+            ),
+            DROP_NOT_FOR_US => tracing::info!(
+                %from, member = sender.as_deref().unwrap_or("?"), error = %e, refused,
+                "dropped a membership datagram for an earlier run of this node (sent before the member learned of this run, or replayed); no member's state changed"
             ),
             DROP_FOREIGN
                 if self

@@ -220,6 +220,13 @@ impl FramedStream {
             }
         }
         let rend = self.rend;
+        if rend == self.rbuf.len() {
+            // Cannot happen: whole units are taken before reading more, and
+            // the buffer holds one unit plus a read. A read into no room
+            // would look like the end of the stream, so say what it is.
+            debug_assert!(false, "peer read buffer full");
+            return Poll::Ready(Err(PeerError::Local("peer read buffer full".into())));
+        }
         match Pin::new(&mut self.stream).poll_read(cx, &mut self.rbuf[rend..]) {
             Poll::Ready(Ok(0)) => {
                 let cut =

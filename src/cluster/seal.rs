@@ -257,8 +257,10 @@ impl Opener {
                     });
                 }
                 let body = &plain[SEALED_HEADER_BYTES..];
-                // Capacity for what has arrived, not for what is claimed.
-                let mut payload = Vec::with_capacity(payload_bytes.min(body.len()));
+                // The claim is authenticated (it opened under the
+                // connection's key) and within the limit: room for all of
+                // it at once, instead of growing once per record.
+                let mut payload = Vec::with_capacity(payload_bytes);
                 payload.extend_from_slice(body);
                 Pending {
                     kind,
