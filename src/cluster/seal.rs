@@ -308,7 +308,22 @@ pub struct Session {
 impl Session {
     /// Splits a finished handshake's transport state into its two halves.
     pub fn new(transport: StatelessTransportState) -> Session {
-        let transport = Rc::new(transport);
+        Session::from_shared(Rc::new(transport))
+    }
+}
+
+impl Session {
+    /// Both halves again at record 0, over the same keys: one handshake for
+    /// millions of fuzz inputs. Built only for fuzzing (`cargo fuzz` sets
+    /// `cfg(fuzzing)`): in a real connection a rewound half would reuse
+    /// nonces (the sender) or take replays (the receiver).
+    #[cfg(fuzzing)]
+    #[doc(hidden)]
+    pub fn rewound(&self) -> Session {
+        Session::from_shared(Rc::clone(&self.sealer.transport))
+    }
+
+    fn from_shared(transport: Rc<StatelessTransportState>) -> Session {
         Session {
             sealer: Sealer {
                 transport: Rc::clone(&transport),
