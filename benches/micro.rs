@@ -6,7 +6,10 @@
 //!   linear), and the first 100 out of 10,000;
 //! - `log_append`: archiving and framing a note (CPU only), one append at a
 //!   time through the log writer without fsync, and 64 concurrent appends
-//!   with fsync (group commit) on the disk of the benchmark's temp dir.
+//!   with fsync (group commit) on the disk of the benchmark's temp dir;
+//! - `peer_seal`: sealing and opening a `Notes` frame of the peer protocol
+//!   (ChaCha20-Poly1305 records, `cluster/seal.rs`): one note, and a batch
+//!   of `NOTES_FRAME_BYTES_TARGET` (what replication sends under load).
 //!
 //! Run with `cargo bench --bench micro`. Under `cargo test --all-targets`
 //! criterion runs each benchmark once, as a smoke test.
@@ -19,6 +22,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 
 use uringnotes::api::page::{render, PageContext};
+use uringnotes::cluster::{auth::Cookie, frame::FrameKind, replication, seal, wire};
 use uringnotes::config::{Config, FsyncPolicy};
 use uringnotes::http::request::{parse_head, HeadLimits, HeadStatus};
 use uringnotes::store::index::{Index, NoteRef};
@@ -199,9 +203,40 @@ fn log_append(c: &mut Criterion) {
     group.finish();
 }
 
+fn peer_seal(c: &mut Criterion) {
+    let mut group = c.benchmark_group("peer_seal");
+    let one = archive(&note(1));
+    let per_batch = replication::NOTES_FRAME_BYTES_TARGET / (one.len() + 4);
+    let batch: Vec<Vec<u8>> = (0..per_batch as u64).map(|s| archive(&note(s))).collect();
+    for (name, payload) in [
+        ("one_note", wire::encode_notes([&one[..]].into_iter())),
+        (
+            "batch_256KiB",
+            wire::encode_notes(batch.iter().map(|n| &n[..])),
+        ),
+    ] {
+        let cookie = Cookie::from_bytes(b"bench-cookie-0123456789abcdef");
+        let (mut tx, mut rx) = seal::session_pair(&cookie).expect("an in-memory handshake");
+        let mut wire_bytes = Vec::new();
+        group.throughput(Throughput::Bytes(payload.len() as u64));
+        group.bench_function(BenchmarkId::new("seal_and_open", name), |b| {
+            b.iter(|| {
+                wire_bytes.clear();
+                tx.sealer
+                    .seal(FrameKind::Notes, black_box(&payload), &mut wire_bytes)
+                    .expect("sealed");
+                let opened = rx.opener.open(&wire_bytes).expect("opened");
+                assert_eq!(opened.consumed, wire_bytes.len());
+                black_box(opened.frame)
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = http_parse, page_render, log_append
+    targets = http_parse, page_render, log_append, peer_seal
 }
 criterion_main!(micro);

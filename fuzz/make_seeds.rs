@@ -46,10 +46,11 @@ fn main() {
         peer_addr: "127.0.0.1:9081".parse().unwrap(),
         cores: 2,
     };
-    let hello = wire::Hello { version_min: 1, version_max: 1, from: ident.clone(), nonce: [1; 32] };
+    // Handshake payloads as they are inside the Noise messages.
+    let hello = wire::Hello { version_min: 2, version_max: 2, from: ident.clone(), incarnation: 1 };
     write(&peer, "hello", &frame::encode(frame::FrameKind::Hello, &hello.encode()));
-    let challenge = wire::Challenge { version: 1, from: ident, nonce: [2; 32], proof: [3; 32] };
-    write(&peer, "challenge", &frame::encode(frame::FrameKind::Challenge, &challenge.encode()));
+    let answer = wire::Answer { version: 2, from: ident, incarnation: 2 };
+    write(&peer, "answer", &frame::encode(frame::FrameKind::Answer, &answer.encode()));
     let vector = wire::Vector { entries: vec![(Origin { node: 7, core: 0 }, 42)], loads: vec![1, 2] };
     write(&peer, "vector", &frame::encode(frame::FrameKind::Vector, &vector.encode()));
     let notes = [sample_note(1, "one"), sample_note(2, "two <b>")];
@@ -72,6 +73,14 @@ fn main() {
         ],
     };
     write(&peer, "holes", &frame::encode(frame::FrameKind::Holes, &holes.encode()));
+
+    // The sealed-frame target builds valid sealed streams from its input
+    // and damages them as the input says: seeds are plans, not streams.
+    let sealed = root.join("sealed_frame");
+    write(&sealed, "clean", &[0, 3, 10, 200, 0, 0, 0, 0]);
+    write(&sealed, "flip", &[1, 2, 40, 1, 7, 0x80, 0, 0, 0]);
+    write(&sealed, "replay", &[2, 4, 255, 3, 0, 9, 1, 2]);
+    write(&sealed, "raw", b"\x03\x10\x00garbage that is not a record at all");
 
     let chunked = root.join("chunked_body");
     for (name, bytes) in [

@@ -119,8 +119,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub peer_advertise: Option<SocketAddr>,
     /// File with the shared cluster secret; never sent over the network.
+    /// Give it twice during a cookie rotation: the first dials, either is accepted.
     #[arg(long, value_name = "FILE")]
-    pub cookie_file: Option<PathBuf>,
+    pub cookie_file: Vec<PathBuf>,
     /// A cluster member's peer address to join (repeatable; one live member is enough).
     #[arg(long, value_name = "ADDR")]
     pub join: Vec<SocketAddr>,
@@ -209,7 +210,10 @@ impl ServeArgs {
                 $( if self.$field.is_some() { cfg.$field = self.$field.clone(); } )*
             };
         }
-        overlay_option!(peer_listen, peer_advertise, cookie_file);
+        overlay_option!(peer_listen, peer_advertise);
+        if !self.cookie_file.is_empty() {
+            cfg.cookie_file = self.cookie_file.clone();
+        }
         if !self.join.is_empty() {
             cfg.join = self.join.clone();
         }
@@ -253,6 +257,29 @@ mod tests {
         assert_eq!(cfg.cores, 1);
         assert_eq!(cfg.stall_timeout_ms, 1000);
         assert!(!cfg.fault_injection);
+    }
+
+    #[test]
+    fn cookie_file_may_be_given_twice_the_first_dials() {
+        let cli = Cli::try_parse_from([
+            "uringnotes",
+            "serve",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--cookie-file",
+            "new",
+            "--cookie-file",
+            "old",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve");
+        };
+        let cfg = args.to_config().unwrap();
+        assert_eq!(
+            cfg.cookie_file,
+            vec![PathBuf::from("new"), PathBuf::from("old")]
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub const NOTE_TEXT_BYTES_MAX_LIMIT: usize = 256 * 1024;
 /// (`SWEEP_INTERVAL_MS`), and a busy core may be late by a tick or two.
 pub const STALL_TIMEOUT_MS_MIN: u64 = 300;
 
+/// Cookie files a node may hold at once: the current one and, during a
+/// rotation, the other one (README, "Rotating the cookie").
+pub const COOKIE_FILES_MAX: usize = 2;
+
 /// When a write is acknowledged in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -137,8 +141,11 @@ pub struct Config {
     pub peer_listen: Option<SocketAddr>,
     /// Address peers should dial (defaults to `peer_listen`; needed when that is a wildcard).
     pub peer_advertise: Option<SocketAddr>,
-    /// File holding the shared cluster secret (like an Erlang cookie).
-    pub cookie_file: Option<PathBuf>,
+    /// File holding the shared cluster secret (like an Erlang cookie). Two
+    /// during a cookie rotation (`cookie_file = ["new", "old"]`): the first
+    /// is used to dial, either is accepted.
+    #[serde(deserialize_with = "one_or_more_paths")]
+    pub cookie_file: Vec<PathBuf>,
     /// Peer addresses to join at start-up (any one member is enough).
     pub join: Vec<SocketAddr>,
     pub ack: AckPolicy,
@@ -192,7 +199,7 @@ impl Default for Config {
             placement: Placement::Auto,
             peer_listen: None,
             peer_advertise: None,
-            cookie_file: None,
+            cookie_file: Vec::new(),
             join: Vec::new(),
             ack: AckPolicy::All,
             ack_timeout_ms: 5_000,
@@ -205,6 +212,20 @@ impl Default for Config {
             fault_injection: false,
         }
     }
+}
+
+/// `cookie_file = "path"` or `cookie_file = ["new", "old"]`.
+fn one_or_more_paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(PathBuf),
+        More(Vec<PathBuf>),
+    }
+    Ok(match OneOrMore::deserialize(d)? {
+        OneOrMore::One(p) => vec![p],
+        OneOrMore::More(v) => v,
+    })
 }
 
 /// Why a configuration was refused.
@@ -286,8 +307,14 @@ impl Config {
                 return invalid(format!("{name} = {ms} is below the 100 ms minimum"));
             }
         }
-        if self.peer_listen.is_some() && self.cookie_file.is_none() {
+        if self.peer_listen.is_some() && self.cookie_file.is_empty() {
             return invalid("--peer-listen needs --cookie-file (the shared cluster secret)".into());
+        }
+        if self.cookie_file.len() > COOKIE_FILES_MAX {
+            return invalid(format!(
+                "at most {} cookie files (the new and the old one, during a rotation)",
+                COOKIE_FILES_MAX
+            ));
         }
         if !self.join.is_empty() && self.peer_listen.is_none() {
             return invalid("--join needs --peer-listen".into());
@@ -388,6 +415,20 @@ mod tests {
                 .unwrap();
         cfg.validate().unwrap();
         assert!(cfg.fault_injection);
+    }
+
+    #[test]
+    fn one_cookie_file_or_two_during_a_rotation() {
+        let one: Config = toml::from_str("cookie_file = \"/run/cookie\"\n").unwrap();
+        assert_eq!(one.cookie_file, vec![PathBuf::from("/run/cookie")]);
+        let two: Config = toml::from_str("cookie_file = [\"new\", \"old\"]\n").unwrap();
+        assert_eq!(
+            two.cookie_file,
+            vec![PathBuf::from("new"), PathBuf::from("old")]
+        );
+        two.validate().unwrap();
+        let three: Config = toml::from_str("cookie_file = [\"a\", \"b\", \"c\"]\n").unwrap();
+        assert!(three.validate().is_err(), "at most two cookie files");
     }
 
     #[test]

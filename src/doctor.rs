@@ -528,9 +528,15 @@ fn check_cluster(config: &Config) -> Vec<Finding> {
         return vec![pass("cluster", "single node (no peer_listen)")];
     };
     let mut out = Vec::new();
-    match &config.cookie_file {
-        None => out.push(fail("cookie", "peer_listen is set but cookie_file is not", "set cookie_file to the shared secret's file")),
-        Some(path) => match crate::cluster::auth::Cookie::load(path) {
+    if config.cookie_file.is_empty() {
+        out.push(fail(
+            "cookie",
+            "peer_listen is set but cookie_file is not",
+            "set cookie_file to the shared secret's file",
+        ));
+    }
+    for path in &config.cookie_file {
+        match crate::cluster::auth::Cookie::load(path) {
             Err(e) => out.push(fail(
                 "cookie",
                 e.to_string(),
@@ -548,7 +554,7 @@ fn check_cluster(config: &Config) -> Vec<Finding> {
                     out.push(pass("cookie", format!("{} is readable and private", path.display())));
                 }
             }
-        },
+        }
     }
     let tcp = TcpListener::bind(peer).map(drop);
     let udp = std::net::UdpSocket::bind(peer).map(drop);

@@ -322,20 +322,31 @@ fn garbage_truncated_and_oversized_frames_drop_only_that_connection() {
     let peer = a.peer_addr.unwrap();
     // Garbage.
     assert!(send_raw(peer, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-    // A valid header claiming an oversized payload.
-    let mut oversized = b"UN\x01\x01".to_vec();
-    oversized.extend_from_slice(&(64u32 << 20).to_le_bytes());
-    assert!(send_raw(peer, &oversized));
+    // A valid header claiming an oversized payload (handshake frames are
+    // small), of this version and of the old one.
+    for version in [b'\x02', b'\x01'] {
+        let mut oversized = vec![b'U', b'N', version, 1];
+        oversized.extend_from_slice(&(64u32 << 20).to_le_bytes());
+        assert!(send_raw(peer, &oversized));
+    }
     // A truncated Hello (then EOF).
-    let mut truncated = b"UN\x01\x01".to_vec();
+    let mut truncated = b"UN\x02\x01".to_vec();
     truncated.extend_from_slice(&100u32.to_le_bytes());
     truncated.extend_from_slice(&[0u8; 10]);
     assert!(send_raw(peer, &truncated));
     // A whole frame with a bad checksum.
-    let mut bad_crc = b"UN\x01\x01".to_vec();
+    let mut bad_crc = b"UN\x02\x01".to_vec();
     bad_crc.extend_from_slice(&3u32.to_le_bytes());
     bad_crc.extend_from_slice(b"abc\x00\x00\x00\x00");
     assert!(send_raw(peer, &bad_crc));
+    // A whole Hello that is not a Noise message sealed with our cookie.
+    assert!(send_raw(
+        peer,
+        &uringnotes::cluster::frame::encode(
+            uringnotes::cluster::frame::FrameKind::Hello,
+            &[7u8; 120]
+        )
+    ));
     // The node still serves HTTP and still replicates with b.
     assert_eq!(a.get("/healthz").status, 200);
     let r = a.post_note("after garbage");
@@ -408,25 +419,27 @@ fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 
 #[test]
 fn an_incompatible_protocol_version_is_refused_with_a_reason() {
-    use uringnotes::cluster::{frame, wire};
+    use uringnotes::cluster::{auth, frame, handshake, wire};
     let net = Net::new();
     let a = net.start("a", 2, &[], &[]);
     let peer = a.peer_addr.unwrap();
-    // A node that only speaks versions 2..=3.
+    // A node that holds the cookie but only speaks versions 3..=4.
     let hello = wire::Hello {
-        version_min: 2,
-        version_max: 3,
+        version_min: 3,
+        version_max: 4,
         from: wire::NodeIdentity {
             node: 42,
             name: "future".into(),
             peer_addr: "127.0.0.9:1".parse().unwrap(),
             cores: 1,
         },
-        nonce: [0; 32],
+        incarnation: 1,
     };
+    let cookie = auth::Cookie::load(&net.cookie).unwrap();
+    let (_, noise_message) = handshake::Initiator::start(&cookie, &hello).unwrap();
     let mut s = TcpStream::connect(peer).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&frame::encode(frame::FrameKind::Hello, &hello.encode()))
+    s.write_all(&frame::encode(frame::FrameKind::Hello, &noise_message))
         .unwrap();
     let (kind, reason) = read_frame(&mut s).expect("a Refuse frame");
     assert_eq!(kind, frame::FrameKind::Refuse as u8);
@@ -435,7 +448,7 @@ fn an_incompatible_protocol_version_is_refused_with_a_reason() {
     // A frame of an unknown future version is refused the same way.
     let mut s = TcpStream::connect(peer).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut f = frame::encode(frame::FrameKind::Hello, &hello.encode());
+    let mut f = frame::encode(frame::FrameKind::Hello, &noise_message);
     f[2] = 7;
     s.write_all(&f).unwrap();
     let (kind, reason) = read_frame(&mut s).expect("a Refuse frame");

@@ -1,28 +1,45 @@
-//! Cluster authentication: a shared secret (the "cookie", as in Erlang)
-//! that is never sent over the network.
+//! The cluster's shared secret (the "cookie", as in Erlang) and the keys
+//! derived from it. The cookie itself never leaves the node.
 //!
-//! Mutual challenge-response: each side sends a fresh random nonce; each
-//! proves it knows the cookie by returning HMAC-SHA256(cookie, role ||
-//! own nonce || other nonce || both node ids). The role labels make the two
-//! proofs different, so one side's proof can never be replayed as the
-//! other's; fresh nonces make an old proof useless on a new connection.
-//! Proofs are compared in constant time (`Mac::verify_slice`).
+//! One cookie file yields two independent 32-byte keys (HKDF-SHA256, with
+//! a label per use, so that no key is ever used for two purposes):
+//! - the Noise pre-shared key of every peer connection (`handshake.rs`):
+//!   each connection's keys come from it and from both sides' fresh
+//!   ephemeral keys, so they are new for every connection;
+//! - the key that seals membership datagrams (`datagram.rs`).
 //!
-//! The same key tags every membership datagram (see `membership.rs`).
+//! During a cookie rotation a node holds two cookies ([`Cookies`]): the
+//! first is the one it dials and sends datagrams with, and a peer or a
+//! datagram is accepted under either. Invariant: a [`Cookies`] holds 1 to
+//! [`COOKIE_FILES_MAX`] cookies.
+//!
+//! Nodes of protocol version 1 tagged their membership datagrams with
+//! HMAC-SHA256 of the cookie; that check is kept only to recognise such a
+//! node and say so in the log (it is never accepted).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-
-use super::wire::{NONCE_BYTES, PROOF_BYTES};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Shortest cookie accepted; shorter secrets are guessable.
 pub const COOKIE_BYTES_MIN: usize = 16;
-/// Bytes of the truncated HMAC tag on membership datagrams.
-pub const DATAGRAM_TAG_BYTES: usize = 16;
+pub use crate::config::COOKIE_FILES_MAX;
+/// Bytes of every key derived from a cookie (ChaCha20-Poly1305 and the
+/// Noise PSK both take 32).
+pub const KEY_BYTES: usize = 32;
+/// Bytes of the truncated HMAC tag that protocol-1 nodes put in front of
+/// their membership datagrams.
+pub const LEGACY_DATAGRAM_TAG_BYTES: usize = 16;
+
+/// HKDF salt: binds the derived keys to this protocol, so the same cookie
+/// file used by something else yields unrelated keys.
+const KDF_SALT: &[u8] = b"uringnotes cookie kdf v2";
+const LABEL_PEER_PSK: &[u8] = b"peer connection noise psk";
+const LABEL_DATAGRAM: &[u8] = b"membership datagram key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CookieError {
@@ -33,11 +50,19 @@ pub enum CookieError {
     },
     #[error("cookie file {0} holds fewer than {COOKIE_BYTES_MIN} bytes; use a long random secret (e.g. `head -c 32 /dev/urandom | base64 > FILE`)")]
     TooShort(String),
+    #[error("no cookie file given")]
+    None,
+    #[error("{0} cookie files given; at most {COOKIE_FILES_MAX} (the new one and the old one, during a rotation)")]
+    TooMany(usize),
 }
 
-/// The shared secret.
+/// One shared secret and the keys derived from it.
 #[derive(Clone)]
-pub struct Cookie(Vec<u8>);
+pub struct Cookie {
+    secret: Vec<u8>,
+    peer_psk: [u8; KEY_BYTES],
+    datagram_key: [u8; KEY_BYTES],
+}
 
 impl std::fmt::Debug for Cookie {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,99 +81,86 @@ impl Cookie {
         if trimmed.len() < COOKIE_BYTES_MIN {
             return Err(CookieError::TooShort(path.display().to_string()));
         }
-        Ok(Cookie(trimmed.to_vec()))
+        Ok(Cookie::from_bytes(trimmed))
     }
 
     pub fn from_bytes(b: &[u8]) -> Cookie {
-        Cookie(b.to_vec())
+        let kdf = Hkdf::<Sha256>::new(Some(KDF_SALT), b);
+        let derive = |label: &[u8]| {
+            let mut key = [0u8; KEY_BYTES];
+            // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+            kdf.expand(label, &mut key)
+                .unwrap_or_else(|_| unreachable!("HKDF expands to 32 bytes"));
+            key
+        };
+        Cookie {
+            secret: b.to_vec(),
+            peer_psk: derive(LABEL_PEER_PSK),
+            datagram_key: derive(LABEL_DATAGRAM),
+        }
     }
 
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length.
-        <HmacSha256 as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    /// The Noise pre-shared key of peer connections.
+    pub fn peer_psk(&self) -> &[u8; KEY_BYTES] {
+        &self.peer_psk
     }
 
-    fn proof_mac(
-        &self,
-        role: &[u8],
-        own: &[u8; NONCE_BYTES],
-        other: &[u8; NONCE_BYTES],
-        ids: (u32, u32),
-    ) -> HmacSha256 {
-        let mut m = self.mac();
-        m.update(b"uringnotes-peer-v1 ");
-        m.update(role);
-        m.update(own);
-        m.update(other);
-        m.update(&ids.0.to_le_bytes());
-        m.update(&ids.1.to_le_bytes());
-        m
+    /// The key that seals membership datagrams.
+    pub fn datagram_key(&self) -> &[u8; KEY_BYTES] {
+        &self.datagram_key
     }
 
-    /// The proof that the side `role` (b"acceptor" or b"initiator") knows the cookie.
-    pub fn proof(
-        &self,
-        role: &[u8],
-        own: &[u8; NONCE_BYTES],
-        other: &[u8; NONCE_BYTES],
-        ids: (u32, u32),
-    ) -> [u8; PROOF_BYTES] {
-        let out = self
-            .proof_mac(role, own, other, ids)
-            .finalize()
-            .into_bytes();
-        let mut p = [0u8; PROOF_BYTES];
-        p.copy_from_slice(&out);
-        p
-    }
-
-    /// Checks a proof in constant time.
-    pub fn verify(
-        &self,
-        role: &[u8],
-        own: &[u8; NONCE_BYTES],
-        other: &[u8; NONCE_BYTES],
-        ids: (u32, u32),
-        proof: &[u8],
-    ) -> bool {
-        self.proof_mac(role, own, other, ids)
-            .verify_slice(proof)
-            .is_ok()
-    }
-
-    /// Tag for a membership datagram.
-    pub fn datagram_tag(&self, data: &[u8]) -> [u8; DATAGRAM_TAG_BYTES] {
-        let mut m = self.mac();
-        m.update(b"uringnotes-swim-v1 ");
-        m.update(data);
-        let out = m.finalize().into_bytes();
-        let mut t = [0u8; DATAGRAM_TAG_BYTES];
-        t.copy_from_slice(&out[..DATAGRAM_TAG_BYTES]);
-        t
-    }
-
-    pub fn verify_datagram(&self, data: &[u8], tag: &[u8]) -> bool {
-        let mut m = self.mac();
+    /// True if `datagram` is a membership datagram of a protocol-1 node
+    /// holding this cookie (an HMAC tag, then foca's bytes in the clear).
+    pub fn is_legacy_datagram(&self, datagram: &[u8]) -> bool {
+        if datagram.len() <= LEGACY_DATAGRAM_TAG_BYTES {
+            return false;
+        }
+        let (tag, data) = datagram.split_at(LEGACY_DATAGRAM_TAG_BYTES);
+        let Ok(mut m) = <HmacSha256 as Mac>::new_from_slice(&self.secret) else {
+            return false;
+        };
         m.update(b"uringnotes-swim-v1 ");
         m.update(data);
         m.verify_truncated_left(tag).is_ok()
     }
 }
 
-/// A fresh random nonce.
-pub fn nonce() -> [u8; NONCE_BYTES] {
-    let mut n = [0u8; NONCE_BYTES];
-    if getrandom::fill(&mut n).is_err() {
-        // getrandom only fails without any entropy source; fall back to
-        // time and address bits rather than refusing to start a handshake.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        n[..16].copy_from_slice(&t.to_le_bytes());
-        n[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+/// The cookies a node holds: one, or two during a rotation.
+#[derive(Clone, Debug)]
+pub struct Cookies(Vec<Cookie>);
+
+impl Cookies {
+    /// Loads the cookie files in order: the first is the one to dial with.
+    pub fn load(paths: &[PathBuf]) -> Result<Cookies, CookieError> {
+        if paths.len() > COOKIE_FILES_MAX {
+            return Err(CookieError::TooMany(paths.len()));
+        }
+        let cookies = paths
+            .iter()
+            .map(|p| Cookie::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Cookies::new(cookies)
     }
-    n
+
+    pub fn new(cookies: Vec<Cookie>) -> Result<Cookies, CookieError> {
+        match cookies.len() {
+            0 => Err(CookieError::None),
+            n if n > COOKIE_FILES_MAX => Err(CookieError::TooMany(n)),
+            _ => Ok(Cookies(cookies)),
+        }
+    }
+
+    /// The cookie this node dials peers and sends datagrams with.
+    pub fn dialing(&self) -> &Cookie {
+        // The constructors refuse an empty list.
+        &self.0[0]
+    }
+
+    /// Every cookie a peer or a datagram may prove, the dialing one first.
+    pub fn accepted(&self) -> &[Cookie] {
+        &self.0
+    }
 }
 
 #[cfg(test)]
@@ -156,22 +168,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proofs_verify_only_with_the_same_cookie_role_and_nonces() {
-        let c = Cookie::from_bytes(b"0123456789abcdef-secret");
-        let (a, b) = ([1u8; 32], [2u8; 32]);
-        let p = c.proof(b"acceptor", &a, &b, (1, 2));
-        assert!(c.verify(b"acceptor", &a, &b, (1, 2), &p));
-        assert!(!c.verify(b"initiator", &a, &b, (1, 2), &p), "role is bound");
-        assert!(
-            !c.verify(b"acceptor", &b, &a, (1, 2), &p),
-            "nonces are bound"
+    fn keys_depend_on_the_cookie_and_differ_by_use() {
+        let a = Cookie::from_bytes(b"0123456789abcdef-secret");
+        let a2 = Cookie::from_bytes(b"0123456789abcdef-secret");
+        let b = Cookie::from_bytes(b"another-secret-0123456789");
+        assert_eq!(a.peer_psk(), a2.peer_psk(), "derivation is deterministic");
+        assert_ne!(a.peer_psk(), b.peer_psk());
+        assert_ne!(
+            a.peer_psk(),
+            a.datagram_key(),
+            "one key per use, never shared"
         );
-        assert!(!c.verify(b"acceptor", &a, &b, (1, 3), &p), "ids are bound");
-        let other = Cookie::from_bytes(b"another-secret-0123456789");
-        assert!(!other.verify(b"acceptor", &a, &b, (1, 2), &p));
-        let t = c.datagram_tag(b"swim");
-        assert!(c.verify_datagram(b"swim", &t));
-        assert!(!other.verify_datagram(b"swim", &t));
-        assert!(!c.verify_datagram(b"swin", &t));
+        assert_ne!(
+            &a.peer_psk()[..],
+            &a.secret[..KEY_BYTES.min(a.secret.len())]
+        );
+    }
+
+    #[test]
+    fn a_protocol_1_datagram_is_recognised_only_with_its_cookie() {
+        let c = Cookie::from_bytes(b"0123456789abcdef-secret");
+        let mut m = <HmacSha256 as Mac>::new_from_slice(b"0123456789abcdef-secret").unwrap();
+        m.update(b"uringnotes-swim-v1 ");
+        m.update(b"swim");
+        let mut datagram = m.finalize().into_bytes()[..LEGACY_DATAGRAM_TAG_BYTES].to_vec();
+        datagram.extend_from_slice(b"swim");
+        assert!(c.is_legacy_datagram(&datagram));
+        assert!(!Cookie::from_bytes(b"another-secret-0123456789").is_legacy_datagram(&datagram));
+        datagram[18] ^= 1;
+        assert!(!c.is_legacy_datagram(&datagram));
+        assert!(!c.is_legacy_datagram(b"short"));
+    }
+
+    #[test]
+    fn one_or_two_cookies_the_first_dials() {
+        let a = Cookie::from_bytes(b"0123456789abcdef-new");
+        let b = Cookie::from_bytes(b"0123456789abcdef-old");
+        assert!(matches!(Cookies::new(vec![]), Err(CookieError::None)));
+        assert!(matches!(
+            Cookies::new(vec![a.clone(), b.clone(), a.clone()]),
+            Err(CookieError::TooMany(3))
+        ));
+        let both = Cookies::new(vec![a.clone(), b]).unwrap();
+        assert_eq!(both.dialing().peer_psk(), a.peer_psk());
+        assert_eq!(both.accepted().len(), 2);
     }
 }

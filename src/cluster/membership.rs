@@ -3,8 +3,12 @@
 //! foca is sans-IO: it is fed datagrams and timer events and hands back
 //! datagrams to send, timers to arm and notifications. This module is its
 //! runtime on core 0: one UDP socket on the peer address, glommio timers,
-//! and an HMAC tag (`auth.rs`) on every datagram, so only holders of the
-//! cookie can take part in membership.
+//! and every datagram sealed (`datagram.rs`: encrypted, authenticated with
+//! a key from the cookie, refused when replayed or stale), so only holders
+//! of the cookie take part in membership, member names and addresses are
+//! not readable on the network, and a captured datagram sent again cannot
+//! change any member's state. Refused datagrams are counted and logged at
+//! most once per [`DROP_LOG_INTERVAL_MS`] per reason, naming the sender.
 //!
 //! Timings are set for a LAN: a member that stops answering is suspected
 //! after one probe period plus round trip, and declared down after the
@@ -25,8 +29,12 @@ use glommio::net::UdpSocket;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
-use super::auth::{Cookie, DATAGRAM_TAG_BYTES};
+use super::auth::Cookies;
+use super::datagram::{
+    self, DatagramError, DatagramOpener, DatagramSealer, DATAGRAM_OVERHEAD_BYTES,
+};
 use super::view::MemberState;
 use super::SocketRegistration;
 
@@ -38,6 +46,9 @@ pub const PROBE_PERIOD_MS: u64 = 500;
 pub const PROBE_RTT_MS: u64 = 200;
 /// Time a suspect has to refute suspicion before it is declared down.
 pub const SUSPECT_TO_DOWN_MS: u64 = 1_200;
+/// Refused datagrams are logged at most this often per reason (a flood of
+/// them must not flood the log); each line says how many were refused.
+pub const DROP_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// A member's identity in SWIM. `node` is the stable address; a restarted
 /// node comes back with a higher `incarnation` and wins over its old self.
@@ -78,13 +89,29 @@ pub enum MemberEvent {
 
 type Swim = Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
+/// Reasons a datagram is refused, each logged on its own schedule.
+const DROP_FOREIGN: usize = 0;
+const DROP_FORGED: usize = 1;
+const DROP_REPLAYED: usize = 2;
+/// For an earlier run of this node: replayed, or (the usual case, for a
+/// moment after a restart) sent before the sender learned of this run.
+const DROP_NOT_FOR_US: usize = 3;
+const DROP_REASONS: usize = 4;
+
 pub struct Membership {
     swim: RefCell<Swim>,
     /// The socket's record in shard 0's registry, released before the
     /// socket closes (declared first, dropped first).
     _registration: Option<SocketRegistration>,
     socket: Rc<UdpSocket>,
-    cookie: Cookie,
+    /// Seals what foca sends (the first cookie, this instance's epoch).
+    sealer: RefCell<DatagramSealer>,
+    /// Opens what arrives, with the replay windows.
+    opener: RefCell<DatagramOpener>,
+    /// Cookies, to recognise a protocol-1 node's datagrams in the log.
+    cookies: Cookies,
+    /// Per reason: when it was last logged, and refusals since.
+    drops: RefCell<[(Option<Instant>, u64); DROP_REASONS]>,
     events: RefCell<Vec<MemberEvent>>,
     /// Called (by the owner) to learn that `events` has news.
     wake: Cell<Option<std::task::Waker>>,
@@ -99,8 +126,8 @@ fn config() -> foca::Config {
     c.probe_period = Duration::from_millis(PROBE_PERIOD_MS);
     c.probe_rtt = Duration::from_millis(PROBE_RTT_MS);
     c.suspect_to_down_after = Duration::from_millis(SUSPECT_TO_DOWN_MS);
-    c.max_packet_size =
-        NonZeroUsize::new(DATAGRAM_BYTES_MAX - DATAGRAM_TAG_BYTES).unwrap_or(NonZeroUsize::MIN);
+    c.max_packet_size = NonZeroUsize::new(DATAGRAM_BYTES_MAX - DATAGRAM_OVERHEAD_BYTES)
+        .unwrap_or(NonZeroUsize::MIN);
     c.max_transmissions = NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN);
     c.periodic_announce = Some(foca::PeriodicParams {
         frequency: Duration::from_secs(5),
@@ -120,7 +147,7 @@ impl Membership {
     pub fn start(
         me: MemberId,
         bind: SocketAddr,
-        cookie: Cookie,
+        cookies: &Cookies,
         register: impl FnOnce(RawFd) -> Option<SocketRegistration>,
         blocked: Box<dyn Fn(SocketAddr) -> bool>,
     ) -> std::io::Result<Rc<Membership>> {
@@ -131,12 +158,23 @@ impl Membership {
         let socket = unsafe { UdpSocket::from_raw_fd(fd) };
         let mut seed = [0u8; 32];
         let _ = getrandom::fill(&mut seed);
+        // The epoch of our datagrams is this instance's incarnation: it
+        // grows with every start, so receivers refuse an earlier run's, and
+        // we refuse what was sent to ours.
+        let epoch = datagram::Member {
+            node: me.node,
+            epoch: me.incarnation,
+        };
+        let sealer = DatagramSealer::new(cookies, epoch);
         let swim = Foca::new(me, config(), SmallRng::from_seed(seed), PostcardCodec);
         let m = Rc::new(Membership {
             swim: RefCell::new(swim),
             _registration: registration,
             socket: Rc::new(socket),
-            cookie,
+            sealer: RefCell::new(sealer),
+            opener: RefCell::new(DatagramOpener::new(cookies, epoch)),
+            cookies: cookies.clone(),
+            drops: RefCell::new([(None, 0); DROP_REASONS]),
             events: RefCell::default(),
             wake: Cell::new(None),
             blocked,
@@ -192,16 +230,19 @@ impl Membership {
                     continue;
                 }
             };
-            if n <= DATAGRAM_TAG_BYTES || (self.blocked)(from) {
+            if (self.blocked)(from) {
                 continue;
             }
-            let (tag, data) = buf[..n].split_at(DATAGRAM_TAG_BYTES);
-            if !self.cookie.verify_datagram(data, tag) {
-                tracing::warn!(%from, "dropped a membership datagram with a bad tag (wrong cookie?)");
-                continue;
-            }
+            let opened = self.opener.borrow_mut().open(&buf[..n]);
+            let data = match opened {
+                Ok((_, data)) => data,
+                Err(e) => {
+                    self.refused(from, &buf[..n], e);
+                    continue;
+                }
+            };
             let mut rt = AccumulatingRuntime::default();
-            let result = self.swim.borrow_mut().handle_data(data, &mut rt);
+            let result = self.swim.borrow_mut().handle_data(&data, &mut rt);
             if let Err(e) = result {
                 tracing::debug!(%from, error = %e, "membership datagram refused");
             }
@@ -215,12 +256,14 @@ impl Membership {
             if (self.blocked)(to.peer_addr) {
                 continue;
             }
-            let mut datagram = Vec::with_capacity(DATAGRAM_TAG_BYTES + data.len());
-            datagram.extend_from_slice(&self.cookie.datagram_tag(&data));
-            datagram.extend_from_slice(&data);
+            let for_member = datagram::Member {
+                node: to.node,
+                epoch: to.incarnation,
+            };
+            let sealed = self.sealer.borrow_mut().seal(for_member, &data);
             let socket = Rc::clone(&self.socket);
             glommio::spawn_local(async move {
-                if let Err(e) = socket.send_to(&datagram, to.peer_addr).await {
+                if let Err(e) = socket.send_to(&sealed, to.peer_addr).await {
                     tracing::debug!(to = %to.peer_addr, error = %e, "membership send failed");
                 }
             })
@@ -266,6 +309,74 @@ impl Membership {
                 w.wake();
             }
         }
+    }
+
+    /// Logs a refused datagram (rate-limited per reason), naming the
+    /// sender where the datagram authenticated it.
+    fn refused(&self, from: SocketAddr, datagram: &[u8], e: DatagramError) {
+        let reason = match e {
+            DatagramError::NotSealed(_) | DatagramError::Version(_) => DROP_FOREIGN,
+            DatagramError::Forged => DROP_FORGED,
+            DatagramError::NotForUs { .. } => DROP_NOT_FOR_US,
+            DatagramError::Replayed { .. }
+            | DatagramError::TooOld { .. }
+            | DatagramError::EarlierRun { .. } => DROP_REPLAYED,
+        };
+        let refused = {
+            let mut drops = self.drops.borrow_mut();
+            let (last, count) = &mut drops[reason];
+            *count += 1;
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(DROP_LOG_INTERVAL_MS)) {
+                return;
+            }
+            *last = Some(Instant::now());
+            std::mem::take(count)
+        };
+        let sender = match e {
+            DatagramError::NotForUs { node, .. }
+            | DatagramError::Replayed { node, .. }
+            | DatagramError::TooOld { node, .. }
+            | DatagramError::EarlierRun { node, .. } => Some(self.name_of(node)),
+            _ => None,
+        };
+        match reason {
+            DROP_REPLAYED => tracing::warn!(
+                %from, member = sender.as_deref().unwrap_or("?"), error = %e, refused,
+                "dropped a replayed membership datagram; no member's state changed"
+            ),
+            DROP_NOT_FOR_US => tracing::info!(
+                %from, member = sender.as_deref().unwrap_or("?"), error = %e, refused,
+                "dropped a membership datagram for an earlier run of this node (sent before the member learned of this run, or replayed); no member's state changed"
+            ),
+            DROP_FOREIGN
+                if self
+                    .cookies
+                    .accepted()
+                    .iter()
+                    .any(|c| c.is_legacy_datagram(datagram)) =>
+            {
+                tracing::warn!(
+                    %from, refused,
+                    "dropped a membership datagram of a node of the old peer protocol version 1 (unencrypted): upgrade it to this version"
+                )
+            }
+            DROP_FOREIGN => {
+                tracing::debug!(%from, error = %e, refused, "dropped a datagram that is not a uringnotes membership datagram")
+            }
+            _ => tracing::warn!(
+                %from, error = %e, refused,
+                "dropped a membership datagram that does not open with our cookie (wrong cookie, or altered)"
+            ),
+        }
+    }
+
+    /// A member's name, for the log.
+    fn name_of(&self, node: u32) -> String {
+        self.swim
+            .borrow()
+            .iter_membership_state()
+            .find(|m| m.id().node == node)
+            .map_or_else(|| format!("node {node:08x}"), |m| m.id().name.clone())
     }
 
     fn fire(self: &Rc<Self>, timer: Timer<MemberId>) {

@@ -1,11 +1,15 @@
 //! The cluster: peers, membership, replication and cross-node dispatch,
 //! run by core 0.
 //!
-//! - [`frame`]: the peer protocol's framing (length, type, version, CRC).
+//! - [`frame`]: the handshake's clear framing (length, type, version, CRC).
+//! - [`seal`]: the sealed transport every frame after the handshake
+//!   travels in (records encrypted and authenticated, nonces in order).
 //! - [`wire`]: message payloads.
-//! - [`auth`]: the cookie and the challenge-response proofs.
-//! - [`membership`]: SWIM failure detection (foca) over UDP.
-//! - [`peer`]: one authenticated TCP connection (handshake, frame loop).
+//! - [`auth`]: the cookie(s) and the keys derived from them.
+//! - [`handshake`]: Noise NNpsk0 keyed by the cookie: identities, keys.
+//! - [`membership`]: SWIM failure detection (foca) over UDP, with
+//!   [`datagram`]: sealed datagrams and their replay protection.
+//! - [`peer`]: one encrypted TCP connection (read buffer, frame loop).
 //! - [`replication`]: the pump, applying notes, vectors and watermarks.
 //! - [`repair`]: asking for and serving notes missing below the marks.
 //! - [`view`]: what every core reads of the cluster ([`ClusterShared`]).
@@ -21,11 +25,14 @@
 //! about shards, routes or HTTP beyond the bytes of a forwarded request.
 
 pub mod auth;
+pub mod datagram;
 pub mod frame;
+pub mod handshake;
 pub mod membership;
 pub mod peer;
 pub mod repair;
 pub mod replication;
+pub mod seal;
 pub mod view;
 pub mod wire;
 
@@ -49,10 +56,12 @@ use crate::store::feed::Feed;
 use crate::store::index::{Index, NoteRef};
 use crate::store::writer::WriteError;
 use crate::store::NodeInfo;
-use auth::Cookie;
+use auth::Cookies;
 use frame::FrameKind;
+use handshake::Established;
+use handshake::LocalSide;
 use membership::{MemberEvent, MemberId, Membership};
-use peer::{FramedStream, LocalSide, PeerConn, PeerError, PeerHandler};
+use peer::{FramedStream, PeerConn, PeerError, PeerHandler};
 pub use view::{ClusterShared, ClusterView, MemberState, MemberView};
 use wire::{DispatchRequest, DispatchResponse, NodeIdentity};
 
@@ -143,7 +152,8 @@ pub struct Cluster {
     shared: Arc<ClusterShared>,
     me: NodeIdentity,
     incarnation: u64,
-    cookie: Cookie,
+    /// The cookie(s): the first dials, any is accepted (a rotation).
+    cookies: Cookies,
     members: RefCell<BTreeMap<u32, Member>>,
     conns: RefCell<BTreeMap<u32, Rc<PeerConn>>>,
     membership: RefCell<Option<Rc<Membership>>>,
@@ -181,10 +191,10 @@ impl Cluster {
         let Some(peer_listen) = config.peer_listen else {
             return Err(ClusterError::NotConfigured("no peer_listen address"));
         };
-        let cookie = match &config.cookie_file {
-            Some(p) => Cookie::load(p)?,
-            None => return Err(ClusterError::NotConfigured("no cookie file")),
-        };
+        if config.cookie_file.is_empty() {
+            return Err(ClusterError::NotConfigured("no cookie file"));
+        }
+        let cookies = Cookies::load(&config.cookie_file)?;
         // A restarted shard 0 binds the port its first incarnation bound
         // (that resolved a `:0`). The check that nobody else listens there
         // is for the first start only: the failed predecessor's sockets may
@@ -236,7 +246,7 @@ impl Cluster {
         let cluster = Rc::new(Cluster {
             me,
             incarnation,
-            cookie: cookie.clone(),
+            cookies: cookies.clone(),
             members: RefCell::default(),
             conns: RefCell::default(),
             membership: RefCell::new(None),
@@ -257,7 +267,7 @@ impl Cluster {
         let membership = Membership::start(
             cluster.member_id(),
             peer_listen,
-            cookie,
+            &cookies,
             move |fd| registering.register_socket(fd),
             // A replaced (stalled) incarnation's membership falls silent:
             // its successor speaks for the node, under a newer incarnation.
@@ -347,11 +357,12 @@ impl Cluster {
         let is_blocked = |name: &str| self.is_blocked(name);
         let local = LocalSide {
             me: &self.me,
-            cookie: &self.cookie,
+            incarnation: self.incarnation,
+            cookies: &self.cookies,
             is_blocked: &is_blocked,
         };
-        match peer::handshake_acceptor(&mut io, &local).await {
-            Ok(peer) => self.attach(peer, false, io),
+        match handshake::accept(&mut io, &local).await {
+            Ok(established) => self.attach(established, false, io),
             Err(PeerError::Blocked(_)) | Err(PeerError::SelfConnection) => {}
             Err(e) => tracing::warn!(from = ?from, error = %e, "refused a peer connection"),
         }
@@ -360,7 +371,7 @@ impl Cluster {
     async fn dial(self: Rc<Self>, addr: SocketAddr, expect: Option<u32>) -> bool {
         let stream = match TcpStream::connect_timeout(
             addr,
-            Duration::from_millis(peer::HANDSHAKE_TIMEOUT_MS),
+            Duration::from_millis(handshake::HANDSHAKE_TIMEOUT_MS),
         )
         .await
         {
@@ -375,15 +386,17 @@ impl Cluster {
         let is_blocked = |name: &str| self.is_blocked(name);
         let local = LocalSide {
             me: &self.me,
-            cookie: &self.cookie,
+            incarnation: self.incarnation,
+            cookies: &self.cookies,
             is_blocked: &is_blocked,
         };
-        match peer::handshake_initiator(&mut io, &local).await {
-            Ok(peer) => {
-                if expect.is_some_and(|n| n != peer.node) {
-                    tracing::info!(%addr, node = %format_args!("{:08x}", peer.node), "a different node now answers at this address");
+        match handshake::initiate(&mut io, &local).await {
+            Ok(established) => {
+                let node = established.peer.node;
+                if expect.is_some_and(|n| n != node) {
+                    tracing::info!(%addr, node = %format_args!("{:08x}", node), "a different node now answers at this address");
                 }
-                self.attach(peer, true, io);
+                self.attach(established, true, io);
                 true
             }
             Err(PeerError::SelfConnection) => true,
@@ -396,7 +409,12 @@ impl Cluster {
     }
 
     /// Registers an authenticated connection and starts its task.
-    fn attach(self: &Rc<Self>, peer: NodeIdentity, initiated_by_me: bool, io: FramedStream) {
+    fn attach(self: &Rc<Self>, established: Established, initiated_by_me: bool, io: FramedStream) {
+        let Established {
+            peer,
+            incarnation: told,
+            sealer,
+        } = established;
         let initiator = if initiated_by_me {
             self.me.node
         } else {
@@ -413,14 +431,16 @@ impl Cluster {
                 }
             }
         }
-        let conn = PeerConn::new(peer.clone(), initiator);
+        let conn = PeerConn::new(peer.clone(), initiator, sealer);
         if let Some(old) = self.conns.borrow_mut().insert(peer.node, Rc::clone(&conn)) {
             old.close();
         }
         let mut members = self.members.borrow_mut();
-        // The handshake does not carry the SWIM incarnation: keep the
-        // newest one membership reported.
-        let incarnation = members.get(&peer.node).map_or(0, |m| m.incarnation);
+        // The newest SWIM incarnation: the one the peer told in the
+        // handshake, or a newer one membership reported (foca renews it).
+        let incarnation = members
+            .get(&peer.node)
+            .map_or(told, |m| m.incarnation.max(told));
         members.insert(
             peer.node,
             Member {
@@ -439,7 +459,7 @@ impl Cluster {
                 name: peer.name.clone(),
                 peer_addr: peer.peer_addr,
                 cores: peer.cores,
-                incarnation: 0,
+                incarnation,
             });
         }
         self.update_watermarks();

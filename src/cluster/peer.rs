@@ -1,18 +1,21 @@
-//! One authenticated TCP connection to another node.
+//! One encrypted, authenticated TCP connection to another node.
 //!
 //! Life of a connection:
-//! 1. **Handshake** ([`handshake_initiator`] / [`handshake_acceptor`]):
-//!    Hello → Challenge → Auth → Welcome, with version negotiation and the
-//!    mutual cookie proof of `auth.rs`. Anything unexpected ends it with a
-//!    clear log line on the side that saw it (and a `Refuse` frame with the
-//!    reason where the protocol allows).
-//! 2. **Established** ([`PeerConn::run`]): a single task reads frames,
-//!    writes the outbox, and wakes on new notes. Reading and writing happen
-//!    in the same poll so two peers sending each other large batches can
-//!    never deadlock on full socket buffers.
+//! 1. **Handshake** (`handshake.rs`): clear frames carrying the Noise
+//!    handshake, read with [`FramedStream::read_clear_frame`]; it leaves
+//!    the stream in sealed mode ([`FramedStream::start_sealed`]) and hands
+//!    back the sending half ([`Sealer`]).
+//! 2. **Established** ([`run`]): a single task opens sealed frames,
+//!    writes the outbox (frames are sealed when queued, by
+//!    [`PeerConn::send`], so the outbox holds only ciphertext), and wakes
+//!    on new notes. Reading and writing happen in the same poll so two peers
+//!    sending each other large batches can never deadlock on full socket
+//!    buffers.
 //!
-//! Any framing or decoding error drops this connection only (the node and
-//! its other peers carry on); the dialer reconnects with backoff, and
+//! Any framing, authentication or decoding error drops this connection
+//! only (the node and its other peers carry on), with a log line naming the
+//! peer; a frame is handed on only once all of it has opened, so nothing of
+//! a damaged frame is applied. The dialer reconnects with backoff, and
 //! anti-entropy on reconnect resends whatever was lost.
 
 use std::cell::{Cell, RefCell};
@@ -28,14 +31,14 @@ use futures_lite::FutureExt as _;
 use glommio::net::TcpStream;
 use rustc_hash::FxHashMap;
 
-use super::auth::{self, Cookie};
-use super::frame::{self, Decoded, FrameError, FrameKind, PROTOCOL_VERSION};
-use super::wire::{self, Challenge, Hello, NodeIdentity, SeqRange, WireError};
+use super::frame::{
+    self, Decoded, FrameError, FrameKind, LEGACY_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use super::seal::{self, Opener, SealError, Sealer};
+use super::wire::{self, NodeIdentity, SeqRange, WireError};
 use super::SocketRegistration;
 use crate::store::note::Origin;
 
-/// Time allowed for the whole handshake.
-pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// A connection that has received nothing (not even a heartbeat) for this
 /// long is dropped.
 pub const PEER_SILENCE_TIMEOUT_MS: u64 = 5_000;
@@ -48,9 +51,9 @@ pub const OUTBOX_HIGH_WATER_BYTES: usize = 2 * 1024 * 1024;
 pub const REPAIR_RANGES_QUEUED_MAX: usize = wire::HOLE_RANGES_PER_FRAME_MAX;
 /// Read buffer growth step.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-
-const ROLE_ACCEPTOR: &[u8] = b"acceptor";
-const ROLE_INITIATOR: &[u8] = b"initiator";
+/// Largest clear frame on the wire (the handshake's).
+const CLEAR_FRAME_BYTES_MAX: usize =
+    frame::FRAME_HEADER_BYTES + frame::HANDSHAKE_PAYLOAD_BYTES_MAX + frame::FRAME_TRAILER_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -60,13 +63,23 @@ pub enum PeerError {
     Io(#[from] std::io::Error),
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
+    #[error("sealed stream: {0}; dropped, nothing of that frame applied")]
+    Seal(#[from] SealError),
+    #[error("handshake: {0}")]
+    Noise(#[from] snow::Error),
+    #[error(
+        "connection closed in the middle of a frame (truncated); nothing of that frame applied"
+    )]
+    Truncated,
+    #[error("{0} runs the old peer protocol version {LEGACY_PROTOCOL_VERSION} (unencrypted peer traffic) and cannot join: upgrade it to this version (protocol {PROTOCOL_VERSION})")]
+    LegacyPeer(String),
     #[error("bad message: {0}")]
     Wire(#[from] WireError),
     #[error("unexpected {0:?} frame")]
     Unexpected(FrameKind),
     #[error("refused by peer: {0}")]
     RefusedByPeer(String),
-    #[error("authentication failed: the peer does not know our cookie")]
+    #[error("authentication failed: the peer's handshake does not open with our cookie (a different cookie?)")]
     PeerFailedAuth,
     #[error(
         "incompatible protocol version: peer speaks {min}..={max}, we speak {PROTOCOL_VERSION}"
@@ -84,15 +97,28 @@ pub enum PeerError {
     Local(String),
 }
 
-/// A TCP stream with a frame read buffer.
+/// A handshake frame, as read in the clear.
+pub struct ClearFrame {
+    /// `PROTOCOL_VERSION` or `LEGACY_PROTOCOL_VERSION`.
+    pub version: u8,
+    pub kind: FrameKind,
+    pub payload: Vec<u8>,
+}
+
+/// A TCP stream with a read buffer: clear frames during the handshake,
+/// sealed records after it.
 pub struct FramedStream {
     /// The socket's record in shard 0's registry (so the watchdog ends the
     /// connection if the shard fails); released before the stream closes.
     registration: Option<SocketRegistration>,
     pub stream: TcpStream,
     rbuf: Vec<u8>,
-    /// Bytes of `rbuf` holding data.
-    rlen: usize,
+    /// `rbuf[rstart..rend]` holds bytes read and not yet taken.
+    rstart: usize,
+    rend: usize,
+    /// Set once the handshake has the keys: from then on every byte read
+    /// belongs to a sealed record.
+    opener: Option<Opener>,
 }
 
 impl FramedStream {
@@ -102,7 +128,9 @@ impl FramedStream {
             registration: None,
             stream,
             rbuf: Vec::new(),
-            rlen: 0,
+            rstart: 0,
+            rend: 0,
+            opener: None,
         }
     }
 
@@ -113,41 +141,104 @@ impl FramedStream {
         self
     }
 
-    /// The next complete frame already buffered, as (kind, payload, size).
-    fn buffered_frame(&self) -> Result<Option<(FrameKind, Vec<u8>, usize)>, FrameError> {
-        match frame::decode(&self.rbuf[..self.rlen])? {
+    /// From now on, bytes read are sealed records opened by `opener`.
+    pub fn start_sealed(&mut self, opener: Opener) {
+        self.opener = Some(opener);
+    }
+
+    /// Sets the largest sealed frame payload accepted from now on.
+    pub fn limit_sealed_payload(&mut self, bytes: usize) {
+        if let Some(o) = self.opener.as_mut() {
+            o.limit_payload(bytes);
+        }
+    }
+
+    /// The next complete clear frame already buffered, and its size.
+    fn buffered_clear_frame(&self) -> Result<Option<(ClearFrame, usize)>, FrameError> {
+        match frame::decode(&self.rbuf[self.rstart..self.rend])? {
             Decoded::Frame {
+                version,
                 kind,
                 payload,
                 total_bytes,
-            } => Ok(Some((kind, payload.to_vec(), total_bytes))),
+            } => Ok(Some((
+                ClearFrame {
+                    version,
+                    kind,
+                    payload: payload.to_vec(),
+                },
+                total_bytes,
+            ))),
             Decoded::Incomplete => Ok(None),
         }
     }
 
+    /// The next sealed frame whose records are all buffered, opened.
+    fn buffered_sealed_frame(&mut self) -> Result<Option<(FrameKind, Vec<u8>)>, PeerError> {
+        let Some(opener) = self.opener.as_mut() else {
+            return Err(PeerError::Local(
+                "a sealed frame read before the handshake ended".into(),
+            ));
+        };
+        let opened = opener.open(&self.rbuf[self.rstart..self.rend])?;
+        self.consume(opened.consumed);
+        Ok(opened.frame)
+    }
+
     fn consume(&mut self, n: usize) {
-        self.rbuf.copy_within(n..self.rlen, 0);
-        self.rlen -= n;
-        // Give back memory after a large frame.
-        if self.rlen == 0 && self.rbuf.len() > 4 * READ_CHUNK_BYTES {
-            self.rbuf = Vec::new();
+        debug_assert!(n <= self.rend - self.rstart);
+        self.rstart += n;
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+            // Give back memory after a large read.
+            if self.rbuf.len() > 4 * READ_CHUNK_BYTES {
+                self.rbuf = Vec::new();
+            }
         }
     }
 
     /// Reads whatever is available (non-blocking step of a poll).
     fn poll_fill(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<usize, PeerError>> {
-        if self.rbuf.len() - self.rlen < READ_CHUNK_BYTES / 2 {
-            let max = frame::FRAME_HEADER_BYTES
-                + frame::FRAME_PAYLOAD_BYTES_MAX
-                + frame::FRAME_TRAILER_BYTES;
-            let new_len = (self.rbuf.len() + READ_CHUNK_BYTES).min(max + READ_CHUNK_BYTES);
-            self.rbuf.resize(new_len, 0);
+        if self.rbuf.len() - self.rend < READ_CHUNK_BYTES / 2 {
+            // Room first by moving what is left to the front (bytes are
+            // taken in whole records, so this is at most one record).
+            if self.rstart > 0 {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
+            }
+            // One unit (clear frame or record) plus a read's worth, at most.
+            let unit_max = if self.opener.is_some() {
+                seal::RECORD_BYTES_MAX
+            } else {
+                CLEAR_FRAME_BYTES_MAX
+            };
+            if self.rbuf.len() - self.rend < READ_CHUNK_BYTES / 2 {
+                let new_len = (self.rbuf.len() + READ_CHUNK_BYTES).min(unit_max + READ_CHUNK_BYTES);
+                self.rbuf.resize(new_len, 0);
+            }
         }
-        let rlen = self.rlen;
-        match Pin::new(&mut self.stream).poll_read(cx, &mut self.rbuf[rlen..]) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Err(PeerError::Closed)),
+        let rend = self.rend;
+        if rend == self.rbuf.len() {
+            // Cannot happen: whole units are taken before reading more, and
+            // the buffer holds one unit plus a read. A read into no room
+            // would look like the end of the stream, so say what it is.
+            debug_assert!(false, "peer read buffer full");
+            return Poll::Ready(Err(PeerError::Local("peer read buffer full".into())));
+        }
+        match Pin::new(&mut self.stream).poll_read(cx, &mut self.rbuf[rend..]) {
+            Poll::Ready(Ok(0)) => {
+                let cut =
+                    self.rend > self.rstart || self.opener.as_ref().is_some_and(Opener::in_frame);
+                Poll::Ready(Err(if cut {
+                    PeerError::Truncated
+                } else {
+                    PeerError::Closed
+                }))
+            }
             Poll::Ready(Ok(n)) => {
-                self.rlen += n;
+                self.rend += n;
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
@@ -155,177 +246,42 @@ impl FramedStream {
         }
     }
 
-    /// Reads one frame (handshake use: nothing else is going on).
-    pub async fn read_frame(&mut self) -> Result<(FrameKind, Vec<u8>), PeerError> {
+    /// Reads one clear frame (handshake use: nothing else is going on).
+    pub async fn read_clear_frame(&mut self) -> Result<ClearFrame, PeerError> {
         loop {
-            if let Some((kind, payload, n)) = self.buffered_frame()? {
+            if let Some((f, n)) = self.buffered_clear_frame()? {
                 self.consume(n);
-                return Ok((kind, payload));
+                return Ok(f);
             }
             poll_fn(|cx| self.poll_fill(cx)).await?;
         }
     }
 
-    pub async fn write_frame(&mut self, kind: FrameKind, payload: &[u8]) -> Result<(), PeerError> {
-        self.stream.write_all(&frame::encode(kind, payload)).await?;
+    /// Reads one sealed frame (handshake use: nothing else is going on).
+    pub async fn read_sealed_frame(&mut self) -> Result<(FrameKind, Vec<u8>), PeerError> {
+        loop {
+            if let Some(f) = self.buffered_sealed_frame()? {
+                return Ok(f);
+            }
+            poll_fn(|cx| self.poll_fill(cx)).await?;
+        }
+    }
+
+    /// Writes a clear frame in `version`'s framing.
+    pub async fn write_clear(
+        &mut self,
+        version: u8,
+        kind: FrameKind,
+        payload: &[u8],
+    ) -> Result<(), PeerError> {
+        self.write_all(&frame::encode_versioned(version, kind, payload))
+            .await
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+        self.stream.write_all(bytes).await?;
         Ok(())
     }
-}
-
-/// What our side of a handshake knows.
-pub struct LocalSide<'a> {
-    pub me: &'a NodeIdentity,
-    pub cookie: &'a Cookie,
-    /// Refuses peers blocked by the partition hook (by name).
-    pub is_blocked: &'a dyn Fn(&str) -> bool,
-}
-
-async fn with_timeout<T>(
-    fut: impl std::future::Future<Output = Result<T, PeerError>>,
-) -> Result<T, PeerError> {
-    fut.or(async {
-        glommio::timer::sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)).await;
-        Err(PeerError::Timeout)
-    })
-    .await
-}
-
-/// Runs the dialing side of the handshake; returns the peer's identity.
-pub async fn handshake_initiator(
-    io: &mut FramedStream,
-    local: &LocalSide<'_>,
-) -> Result<NodeIdentity, PeerError> {
-    with_timeout(async {
-        let nonce = auth::nonce();
-        let hello = Hello {
-            version_min: PROTOCOL_VERSION,
-            version_max: PROTOCOL_VERSION,
-            from: local.me.clone(),
-            nonce,
-        };
-        io.write_frame(FrameKind::Hello, &hello.encode()).await?;
-        let (kind, payload) = io.read_frame().await?;
-        let challenge = match kind {
-            FrameKind::Challenge => Challenge::decode(&payload)?,
-            FrameKind::Refuse => {
-                return Err(PeerError::RefusedByPeer(
-                    String::from_utf8_lossy(&payload).into_owned(),
-                ))
-            }
-            other => return Err(PeerError::Unexpected(other)),
-        };
-        let peer = challenge.from.clone();
-        if peer.node == local.me.node {
-            return Err(PeerError::SelfConnection);
-        }
-        if (local.is_blocked)(&peer.name) {
-            return Err(PeerError::Blocked(peer.name));
-        }
-        let ids = (peer.node, local.me.node);
-        if challenge.version != PROTOCOL_VERSION
-            || !local.cookie.verify(
-                ROLE_ACCEPTOR,
-                &challenge.nonce,
-                &nonce,
-                ids,
-                &challenge.proof,
-            )
-        {
-            let _ = io
-                .write_frame(
-                    FrameKind::Refuse,
-                    b"authentication failed: your proof does not match our cookie",
-                )
-                .await;
-            return Err(PeerError::PeerFailedAuth);
-        }
-        let proof = local.cookie.proof(
-            ROLE_INITIATOR,
-            &nonce,
-            &challenge.nonce,
-            (local.me.node, peer.node),
-        );
-        io.write_frame(FrameKind::Auth, &proof).await?;
-        let (kind, payload) = io.read_frame().await?;
-        match kind {
-            FrameKind::Welcome => Ok(peer),
-            FrameKind::Refuse => Err(PeerError::RefusedByPeer(
-                String::from_utf8_lossy(&payload).into_owned(),
-            )),
-            other => Err(PeerError::Unexpected(other)),
-        }
-    })
-    .await
-}
-
-/// Runs the accepting side of the handshake; returns the peer's identity.
-pub async fn handshake_acceptor(
-    io: &mut FramedStream,
-    local: &LocalSide<'_>,
-) -> Result<NodeIdentity, PeerError> {
-    with_timeout(async {
-        let (kind, payload) = match io.read_frame().await {
-            Ok(f) => f,
-            Err(PeerError::Frame(FrameError::BadVersion(v))) => {
-                // The Refuse frame's format is frozen across versions, so a
-                // newer node can read why it was turned away.
-                let reason = format!(
-                    "incompatible protocol version: you speak {v}, this node speaks {PROTOCOL_VERSION}"
-                );
-                let _ = io.write_frame(FrameKind::Refuse, reason.as_bytes()).await;
-                return Err(PeerError::Version { min: v, max: v });
-            }
-            Err(e) => return Err(e),
-        };
-        if kind != FrameKind::Hello {
-            return Err(PeerError::Unexpected(kind));
-        }
-        let hello = Hello::decode(&payload)?;
-        if !(hello.version_min..=hello.version_max).contains(&PROTOCOL_VERSION) {
-            let reason = format!(
-                "incompatible protocol version: you speak {}..={}, this node speaks {PROTOCOL_VERSION}",
-                hello.version_min, hello.version_max
-            );
-            let _ = io.write_frame(FrameKind::Refuse, reason.as_bytes()).await;
-            return Err(PeerError::Version {
-                min: hello.version_min,
-                max: hello.version_max,
-            });
-        }
-        let peer = hello.from.clone();
-        if peer.node == local.me.node {
-            return Err(PeerError::SelfConnection);
-        }
-        if (local.is_blocked)(&peer.name) {
-            return Err(PeerError::Blocked(peer.name));
-        }
-        let nonce = auth::nonce();
-        let proof = local.cookie.proof(ROLE_ACCEPTOR, &nonce, &hello.nonce, (local.me.node, peer.node));
-        let challenge = Challenge {
-            version: PROTOCOL_VERSION,
-            from: local.me.clone(),
-            nonce,
-            proof,
-        };
-        io.write_frame(FrameKind::Challenge, &challenge.encode()).await?;
-        let (kind, payload) = io.read_frame().await?;
-        match kind {
-            FrameKind::Auth => {}
-            FrameKind::Refuse => {
-                return Err(PeerError::RefusedByPeer(String::from_utf8_lossy(&payload).into_owned()))
-            }
-            other => return Err(PeerError::Unexpected(other)),
-        }
-        if !local.cookie.verify(ROLE_INITIATOR, &hello.nonce, &nonce, (peer.node, local.me.node), &payload) {
-            let _ = io
-                .write_frame(FrameKind::Refuse, b"authentication failed: wrong cookie")
-                .await;
-            return Err(PeerError::PeerFailedAuth);
-        }
-        io.write_frame(FrameKind::Welcome, b"").await?;
-        Ok(peer)
-    })
-    .await
 }
 
 /// Replication and liveness state of one established connection.
@@ -335,6 +291,9 @@ pub struct PeerConn {
     /// connections survives).
     pub initiator: u32,
     pub established: Instant,
+    /// Seals every frame as it is queued: the outbox order is the nonce order.
+    sealer: RefCell<Sealer>,
+    /// Sealed frames, in order.
     outbox: RefCell<VecDeque<Vec<u8>>>,
     outbox_bytes: Cell<usize>,
     waker: Cell<Option<Waker>>,
@@ -357,11 +316,12 @@ pub struct PeerConn {
 }
 
 impl PeerConn {
-    pub fn new(peer: NodeIdentity, initiator: u32) -> Rc<PeerConn> {
+    pub fn new(peer: NodeIdentity, initiator: u32, sealer: Sealer) -> Rc<PeerConn> {
         Rc::new(PeerConn {
             peer,
             initiator,
             established: Instant::now(),
+            sealer: RefCell::new(sealer),
             outbox: RefCell::default(),
             outbox_bytes: Cell::new(0),
             waker: Cell::new(None),
@@ -376,12 +336,22 @@ impl PeerConn {
         })
     }
 
-    /// Queues a frame and wakes the connection task.
+    /// Seals and queues a frame and wakes the connection task.
     pub fn send(&self, kind: FrameKind, payload: &[u8]) {
         if self.closed.get() {
             return;
         }
-        let f = frame::encode(kind, payload);
+        let records = payload.len() / seal::RECORD_PLAINTEXT_BYTES_MAX + 1;
+        let mut f = Vec::with_capacity(
+            seal::SEALED_HEADER_BYTES
+                + payload.len()
+                + records * (seal::RECORD_LENGTH_BYTES + seal::TAG_BYTES),
+        );
+        if let Err(e) = self.sealer.borrow_mut().seal(kind, payload, &mut f) {
+            tracing::warn!(peer = %self.peer.name, error = %e, "cannot seal a frame; closing the connection");
+            self.close();
+            return;
+        }
         self.outbox_bytes.set(self.outbox_bytes.get() + f.len());
         self.outbox.borrow_mut().push_back(f);
         self.wake();
@@ -442,14 +412,13 @@ pub async fn run<H: PeerHandler>(
         }
         // Frames already received.
         loop {
-            let next = match io.buffered_frame() {
+            let next = match io.buffered_sealed_frame() {
                 Ok(f) => f,
-                Err(e) => return e.into(),
+                Err(e) => return e,
             };
-            let Some((kind, payload, n)) = next else {
+            let Some((kind, payload)) = next else {
                 break;
             };
-            io.consume(n);
             conn.last_heard.set(Instant::now());
             if let Err(e) = Rc::clone(&handler).on_frame(&conn, kind, payload).await {
                 return e;

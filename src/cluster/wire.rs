@@ -18,9 +18,6 @@ pub const VECTOR_ENTRIES_MAX: usize = 65_536;
 pub const NOTES_PER_FRAME_MAX: usize = 65_536;
 /// Most sequence ranges in one `Holes` frame (22 bytes each on the wire).
 pub const HOLE_RANGES_PER_FRAME_MAX: usize = 16_384;
-/// Nonce and proof sizes of the handshake.
-pub const NONCE_BYTES: usize = 32;
-pub const PROOF_BYTES: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -196,12 +193,16 @@ impl NodeIdentity {
     }
 }
 
+/// The initiator's opening: sent as the encrypted payload of Noise
+/// message 1, so nobody without the cookie learns who is connecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub version_min: u8,
     pub version_max: u8,
     pub from: NodeIdentity,
-    pub nonce: [u8; NONCE_BYTES],
+    /// The sender's SWIM incarnation (membership datagrams are addressed
+    /// to a member's incarnation; `datagram.rs`).
+    pub incarnation: u64,
 }
 
 impl Hello {
@@ -209,7 +210,7 @@ impl Hello {
         let mut w = Writer::default();
         w.u8(self.version_min).u8(self.version_max);
         self.from.write(&mut w);
-        w.fixed(&self.nonce);
+        w.u64(self.incarnation);
         w.buf
     }
     pub fn decode(b: &[u8]) -> Result<Hello, WireError> {
@@ -218,39 +219,51 @@ impl Hello {
             version_min: r.u8()?,
             version_max: r.u8()?,
             from: NodeIdentity::read(&mut r)?,
-            nonce: r.fixed()?,
+            incarnation: r.u64()?,
         };
         r.finish()?;
         Ok(h)
     }
+    /// The sender of a protocol-1 Hello (sent in the clear, with a nonce
+    /// after the identity), to name an old node in the log.
+    pub fn decode_legacy(b: &[u8]) -> Result<Hello, WireError> {
+        let mut r = Reader::new(b);
+        Ok(Hello {
+            version_min: r.u8()?,
+            version_max: r.u8()?,
+            from: NodeIdentity::read(&mut r)?,
+            incarnation: 0,
+        })
+    }
 }
 
+/// The acceptor's answer: the encrypted payload of Noise message 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub struct Answer {
+    /// The version both sides speak from now on.
     pub version: u8,
     pub from: NodeIdentity,
-    pub nonce: [u8; NONCE_BYTES],
-    pub proof: [u8; PROOF_BYTES],
+    /// The sender's SWIM incarnation.
+    pub incarnation: u64,
 }
 
-impl Challenge {
+impl Answer {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(self.version);
         self.from.write(&mut w);
-        w.fixed(&self.nonce).fixed(&self.proof);
+        w.u64(self.incarnation);
         w.buf
     }
-    pub fn decode(b: &[u8]) -> Result<Challenge, WireError> {
+    pub fn decode(b: &[u8]) -> Result<Answer, WireError> {
         let mut r = Reader::new(b);
-        let c = Challenge {
+        let a = Answer {
             version: r.u8()?,
             from: NodeIdentity::read(&mut r)?,
-            nonce: r.fixed()?,
-            proof: r.fixed()?,
+            incarnation: r.u64()?,
         };
         r.finish()?;
-        Ok(c)
+        Ok(a)
     }
 }
 
@@ -451,19 +464,24 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let h = Hello {
-            version_min: 1,
-            version_max: 1,
+            version_min: 2,
+            version_max: 2,
             from: ident(),
-            nonce: [7; 32],
+            incarnation: 1_800_000_000_000,
         };
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
-        let c = Challenge {
-            version: 1,
+        // Protocol 1: versions, identity, a 32-byte nonce.
+        let mut w = Writer::default();
+        w.u8(1).u8(1);
+        ident().write(&mut w);
+        w.fixed(&[7; 32]);
+        assert_eq!(Hello::decode_legacy(&w.buf).unwrap().from, ident());
+        let a = Answer {
+            version: 2,
             from: ident(),
-            nonce: [1; 32],
-            proof: [2; 32],
+            incarnation: 5,
         };
-        assert_eq!(Challenge::decode(&c.encode()).unwrap(), c);
+        assert_eq!(Answer::decode(&a.encode()).unwrap(), a);
         let v = Vector {
             entries: vec![(Origin { node: 1, core: 0 }, 42)],
             loads: vec![3, 4],
@@ -540,7 +558,7 @@ mod tests {
             version_min: 1,
             version_max: 1,
             from: ident(),
-            nonce: [7; 32],
+            incarnation: 1,
         }
         .encode();
         for cut in 0..h.len() {
