@@ -76,6 +76,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let recovered = recovery::recover(&data.path, true)?;
     log_recovery(&recovered.report);
     let cpus = select_cpus(config.cores, &config.cpus)?;
+    // The page's script and style sheet, compressed once for every core.
+    crate::api::assets::prepare();
     crate::host::raise_nofile_limit();
     let (sockets, bound) = crate::net::bind_all(config.listen, cpus.len(), config.listen_backlog)
         .map_err(|source| ServerError::Listen {
