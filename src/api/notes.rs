@@ -247,6 +247,7 @@ pub fn get(
         content_type: JSON,
         cache_control: cache_control::IMMUTABLE,
         version: Some(note_version(&note.id())),
+        always_negotiated: false,
         extra: &[],
     };
     let status = respond(out, mode, req, &rendered, &scratch, &mut state.compressed());
@@ -329,6 +330,7 @@ pub fn list(
         content_type: JSON,
         cache_control: cache_control::REVALIDATE,
         version: Some(version),
+        always_negotiated: false,
         extra: &[],
     };
     let status = respond(out, mode, req, &rendered, &scratch, &mut state.compressed());

@@ -39,6 +39,7 @@ pub fn metrics(
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         cache_control: cache_control::NO_STORE,
         version: None,
+        always_negotiated: false,
         extra: &[],
     };
     let status = respond(out, mode, req, &rendered, &body, &mut state.compressed());
@@ -104,6 +105,7 @@ pub fn status(
         content_type: "application/json",
         cache_control: cache_control::NO_STORE,
         version: None,
+        always_negotiated: false,
         extra: &[],
     };
     let status = respond(out, mode, req, &rendered, &body, &mut state.compressed());

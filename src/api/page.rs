@@ -31,7 +31,7 @@ use super::assets::{self, APP_CSS, APP_JS, FAVICON};
 use super::render::write_id;
 use super::representation::{
     cache_control, respond, write_not_modified, write_ok, Encodings, Meta, Rendered, TagHasher,
-    COMPRESS_BYTES_MIN, SOURCE_TAG_SEED,
+    SOURCE_TAG_SEED,
 };
 use super::{error, CoreView, Reply, Request, Route};
 use crate::cluster::ClusterView;
@@ -170,8 +170,9 @@ pub fn index(
     let seed = cache.seed(core);
     let view_digest = cache.view_digest(&view);
     let version = page_version(seed, index.digest(), view_digest, before.as_ref());
-    // Every page is larger than COMPRESS_BYTES_MIN (its head and form
-    // alone are): always negotiated.
+    // The page is always negotiated, so that its `Vary` and tags do not
+    // change kind as notes are added: even an empty page (about 1 KB,
+    // near COMPRESS_BYTES_MIN) shrinks by half.
     let coding = req.head.accept_encoding.preferred();
     let meta = |coding| Meta {
         content_type: PAGE_CONTENT_TYPE,
@@ -208,11 +209,11 @@ pub fn index(
         drop(cache);
         let mut page = state.scratch();
         render(&mut page, newest, &context);
-        debug_assert!(page.len() >= COMPRESS_BYTES_MIN);
         let rendered = Rendered {
             content_type: PAGE_CONTENT_TYPE,
             cache_control: cache_control::REVALIDATE,
             version: Some(version),
+            always_negotiated: true,
             extra: &PAGE_HEADERS,
         };
         let status = respond(out, mode, req, &rendered, &page, &mut state.compressed());
@@ -220,7 +221,6 @@ pub fn index(
     }
     if cache.version != Some(version) {
         cache.body.replace(|page| render(page, newest, &context));
-        debug_assert!(cache.body.identity().len() >= COMPRESS_BYTES_MIN);
         cache.version = Some(version);
     }
     let (body, sent) = cache.body.get(coding, Effort::CACHED);

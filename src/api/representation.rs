@@ -136,7 +136,12 @@ pub fn write_ok(out: &mut Vec<u8>, mode: ResponseMode, meta: &Meta<'_>, body: &[
     let mut headers: [(&str, &str); META_HEADERS_MAX + EXTRA_HEADERS_MAX] =
         [("", ""); META_HEADERS_MAX + EXTRA_HEADERS_MAX];
     let etag = meta.etag;
-    let mut n = push_meta(&mut headers, meta.cache_control, etag.as_ref(), meta.negotiated);
+    let mut n = push_meta(
+        &mut headers,
+        meta.cache_control,
+        etag.as_ref(),
+        meta.negotiated,
+    );
     if let Some(token) = meta.coding.token() {
         headers[n] = ("Content-Encoding", token);
         n += 1;
@@ -152,7 +157,12 @@ pub fn write_ok(out: &mut Vec<u8>, mode: ResponseMode, meta: &Meta<'_>, body: &[
 pub fn write_not_modified(out: &mut Vec<u8>, mode: ResponseMode, meta: &Meta<'_>) {
     let mut headers: [(&str, &str); META_HEADERS_MAX] = [("", ""); META_HEADERS_MAX];
     let etag = meta.etag;
-    let n = push_meta(&mut headers, meta.cache_control, etag.as_ref(), meta.negotiated);
+    let n = push_meta(
+        &mut headers,
+        meta.cache_control,
+        etag.as_ref(),
+        meta.negotiated,
+    );
     response::write(out, mode, 304, "", &headers[..n], b"");
 }
 
@@ -183,6 +193,10 @@ pub struct Rendered<'a> {
     pub cache_control: &'static str,
     /// The resource's version (see [`TagHasher`]), if it has a validator.
     pub version: Option<u64>,
+    /// Negotiated whatever its size (the page: its tags and `Vary` must
+    /// not change kind with the number of notes); otherwise only from
+    /// [`COMPRESS_BYTES_MIN`] bytes.
+    pub always_negotiated: bool,
     pub extra: &'a [(&'a str, &'a str)],
 }
 
@@ -198,7 +212,7 @@ pub fn respond(
     body: &[u8],
     compressed: &mut Vec<u8>,
 ) -> u16 {
-    let negotiated = body.len() >= COMPRESS_BYTES_MIN;
+    let negotiated = rendered.always_negotiated || body.len() >= COMPRESS_BYTES_MIN;
     let mut coding = if negotiated {
         req.head.accept_encoding.preferred()
     } else {

@@ -586,6 +586,28 @@ mod tests {
     }
 
     #[test]
+    fn accept_encoding_and_if_none_match_are_kept_for_the_handlers() {
+        use crate::http::coding::Coding;
+        use crate::http::conditional::EntityTag;
+        let tag = EntityTag::new(42, Coding::Gzip);
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip;q=0.5\r\n\
+If-None-Match: \"x\"\r\nAccept-Encoding: br;q=0\r\nIf-None-Match:  W/{} \r\n\r\n",
+            tag.as_str()
+        );
+        let h = head(&raw);
+        assert_eq!(h.accept_encoding.preferred(), Coding::Gzip);
+        assert!(h.if_none_match.is_present());
+        assert!(h.if_none_match.matches(raw.as_bytes(), &tag));
+        assert!(!h
+            .if_none_match
+            .matches(raw.as_bytes(), &EntityTag::new(42, Coding::Br)));
+        let plain = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(plain.accept_encoding.preferred(), Coding::Identity);
+        assert!(!plain.if_none_match.is_present());
+    }
+
+    #[test]
     fn content_type_and_accept() {
         let h = head("POST /notes HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded; charset=UTF-8\r\nAccept: text/html,*/*\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(h.content_type, ContentType::Form);

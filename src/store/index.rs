@@ -599,7 +599,11 @@ mod tests {
         third.insert(note_ref(0, 3, 40, "d"));
         assert_ne!(third.digest(), one.digest());
         let thawed = one.clone().freeze().thaw();
-        assert_eq!(thawed.digest(), one.digest(), "kept through freeze and thaw");
+        assert_eq!(
+            thawed.digest(),
+            one.digest(),
+            "kept through freeze and thaw"
+        );
     }
 
     #[test]
