@@ -114,8 +114,8 @@ static ENCODED: LazyLock<[Encoded; 3]> = LazyLock::new(|| {
             gzip: compress(Coding::Gzip),
             br: compress(Coding::Br),
             version: TagHasher::new(*SOURCE_TAG_SEED)
-                .add(TAG_KIND_ASSET)
-                .add(a.hash)
+                .part(TAG_KIND_ASSET)
+                .part(a.hash)
                 .finish(),
         }
     })

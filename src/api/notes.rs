@@ -42,26 +42,26 @@ const TAG_KIND_LIST: u64 = 2;
 /// The version of a note's JSON: its id (a note never changes).
 fn note_version(id: &NoteId) -> u64 {
     TagHasher::new(*SOURCE_TAG_SEED)
-        .add(TAG_KIND_NOTE)
-        .add(u64::from(id.origin.node))
-        .add(u64::from(id.origin.core))
-        .add(id.seq)
+        .part(TAG_KIND_NOTE)
+        .part(u64::from(id.origin.node))
+        .part(u64::from(id.origin.core))
+        .part(id.seq)
         .finish()
 }
 
 /// The version of a list: the notes held and the list's parameters.
 fn list_version(notes: Digest, limit: usize, before: Option<&NoteId>) -> u64 {
     let mut h = TagHasher::new(*SOURCE_TAG_SEED)
-        .add(TAG_KIND_LIST)
-        .add(notes.notes)
-        .add(notes.id_sum)
-        .add(limit as u64)
-        .add(u64::from(before.is_some()));
+        .part(TAG_KIND_LIST)
+        .part(notes.notes)
+        .part(notes.id_sum)
+        .part(limit as u64)
+        .part(u64::from(before.is_some()));
     if let Some(id) = before {
         h = h
-            .add(u64::from(id.origin.node))
-            .add(u64::from(id.origin.core))
-            .add(id.seq);
+            .part(u64::from(id.origin.node))
+            .part(u64::from(id.origin.core))
+            .part(id.seq);
     }
     h.finish()
 }

@@ -81,11 +81,11 @@ impl PageCache {
             let node = core.node();
             let config = core.config();
             TagHasher::new(*SOURCE_TAG_SEED)
-                .add(u64::from(node.id))
+                .part(u64::from(node.id))
                 .bytes(node.name.as_bytes())
-                .add(config.page_notes as u64)
-                .add(config.note_text_bytes_max as u64)
-                .add(u64::from(core.cluster().enabled))
+                .part(config.page_notes as u64)
+                .part(config.note_text_bytes_max as u64)
+                .part(u64::from(core.cluster().enabled))
                 .finish()
         })
     }
@@ -101,7 +101,7 @@ impl PageCache {
         let mut h = TagHasher::new(view.members.len() as u64);
         for m in &view.members {
             h = h
-                .add(u64::from(m.node))
+                .part(u64::from(m.node))
                 .bytes(m.name.as_bytes())
                 .bytes(m.state.label().as_bytes());
         }
@@ -116,14 +116,14 @@ impl PageCache {
 /// bytes on every core of this node.
 fn page_version(seed: u64, notes: Digest, view_digest: u64, before: Option<&NoteId>) -> u64 {
     let mut h = TagHasher::new(seed)
-        .add(notes.notes)
-        .add(notes.id_sum)
-        .add(view_digest);
+        .part(notes.notes)
+        .part(notes.id_sum)
+        .part(view_digest);
     if let Some(id) = before {
         h = h
-            .add(u64::from(id.origin.node))
-            .add(u64::from(id.origin.core))
-            .add(id.seq);
+            .part(u64::from(id.origin.node))
+            .part(u64::from(id.origin.core))
+            .part(id.seq);
     }
     h.finish()
 }

@@ -75,17 +75,17 @@ impl TagHasher {
         TagHasher(mix(seed))
     }
 
-    pub fn add(self, part: u64) -> TagHasher {
+    pub fn part(self, part: u64) -> TagHasher {
         TagHasher(mix(self.0 ^ mix(part)))
     }
 
     /// Adds a byte string (its length first, so `"ab","c"` differs from `"a","bc"`).
     pub fn bytes(self, bytes: &[u8]) -> TagHasher {
-        let mut h = self.add(bytes.len() as u64);
+        let mut h = self.part(bytes.len() as u64);
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            h = h.add(u64::from_le_bytes(word));
+            h = h.part(u64::from_le_bytes(word));
         }
         h
     }
@@ -310,10 +310,10 @@ mod tests {
 
     #[test]
     fn tags_depend_on_every_part_and_its_order() {
-        let a = TagHasher::new(1).add(2).add(3).finish();
-        assert_eq!(a, TagHasher::new(1).add(2).add(3).finish());
-        assert_ne!(a, TagHasher::new(1).add(3).add(2).finish());
-        assert_ne!(a, TagHasher::new(2).add(2).add(3).finish());
+        let a = TagHasher::new(1).part(2).part(3).finish();
+        assert_eq!(a, TagHasher::new(1).part(2).part(3).finish());
+        assert_ne!(a, TagHasher::new(1).part(3).part(2).finish());
+        assert_ne!(a, TagHasher::new(2).part(2).part(3).finish());
         assert_ne!(
             TagHasher::new(0).bytes(b"ab").bytes(b"c").finish(),
             TagHasher::new(0).bytes(b"a").bytes(b"bc").finish()

@@ -179,7 +179,7 @@ mod tests {
         assert!(!matches(&["\"x\""], &t));
         assert!(!matches(&["\"000000000000000abc\""], &t), "other coding");
         assert!(
-            !matches(&[&EntityTag::new(0xabc, Coding::Identity).as_str()], &t),
+            !matches(&[EntityTag::new(0xabc, Coding::Identity).as_str()], &t),
             "the identity tag is another representation's"
         );
         assert!(!matches(&[""], &t));
