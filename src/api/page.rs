@@ -182,8 +182,9 @@ pub fn index(
         coding,
         extra: &PAGE_HEADERS,
     };
-    if meta(coding).not_modified_for(req) {
-        write_not_modified(out, mode, &meta(coding));
+    let wanted = meta(coding);
+    if wanted.not_modified_for(req) {
+        write_not_modified(out, mode, &wanted);
         return Reply::new(Route::Page, 304);
     }
     let config = core.config();
@@ -224,7 +225,9 @@ pub fn index(
         cache.version = Some(version);
     }
     let (body, sent) = cache.body.get(coding, Effort::CACHED);
-    write_ok(out, mode, &meta(sent), body);
+    // The encoding really sent: identity if the compressor failed.
+    let sent = if sent == coding { wanted } else { meta(sent) };
+    write_ok(out, mode, &sent, body);
     Reply::new(Route::Page, 200)
 }
 

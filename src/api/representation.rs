@@ -226,8 +226,9 @@ pub fn respond(
         coding,
         extra: rendered.extra,
     };
-    if meta(coding).not_modified_for(req) {
-        write_not_modified(out, mode, &meta(coding));
+    let mut sending = meta(coding);
+    if sending.not_modified_for(req) {
+        write_not_modified(out, mode, &sending);
         return 304;
     }
     let mut sent = body;
@@ -238,10 +239,11 @@ pub fn respond(
             Err(e) => {
                 tracing::warn!(error = %e, "sending the body uncompressed");
                 coding = Coding::Identity;
+                sending = meta(coding);
             }
         }
     }
-    write_ok(out, mode, &meta(coding), sent);
+    write_ok(out, mode, &sending, sent);
     200
 }
 

@@ -26,6 +26,18 @@ pub const IF_NONE_MATCH_LINES_MAX: usize = 4;
 /// Quotes, 16 hex digits and the longest coding suffix (`-gz`, `-br`).
 const ETAG_BYTES_MAX: usize = 2 + 16 + 3;
 
+/// The two lowercase hex digits of every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    table
+};
+
 /// A strong entity tag, as sent in `ETag` (quotes included).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct EntityTag {
@@ -36,11 +48,12 @@ pub struct EntityTag {
 impl EntityTag {
     /// The tag of `version` in `coding`.
     pub fn new(version: u64, coding: Coding) -> EntityTag {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = [0u8; ETAG_BYTES_MAX];
         bytes[0] = b'"';
-        for (i, b) in bytes[1..17].iter_mut().enumerate() {
-            *b = HEX[((version >> (60 - 4 * i)) & 0xf) as usize];
+        // One table lookup per byte of the version, most significant first
+        // (a tag is made for every response that has one: keep it cheap).
+        for (pair, byte) in bytes[1..17].chunks_exact_mut(2).zip(version.to_be_bytes()) {
+            pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
         }
         let suffix = coding.etag_suffix().as_bytes();
         bytes[17..17 + suffix.len()].copy_from_slice(suffix);
@@ -53,8 +66,11 @@ impl EntityTag {
 
     /// The field value: `"0123456789abcdef-gz"`.
     pub fn as_str(&self) -> &str {
-        // Only ASCII was written.
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("\"\"")
+        let bytes = &self.bytes[..self.len as usize];
+        debug_assert!(bytes.is_ascii());
+        // SAFETY: `new` writes only ASCII (quotes, hex digits, the ASCII
+        // coding suffix) into `bytes[..len]`, and nothing else writes them.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     /// The opaque tag without its quotes.
