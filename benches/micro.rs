@@ -4,6 +4,9 @@
 //! - `page_render`: rendering the HTML notes page, 100 notes (the default
 //!   page) and 10,000 notes (a page size of 10,000, to show rendering is
 //!   linear), and the first 100 out of 10,000;
+//! - `page_compress`: the 100-note page in gzip and brotli at each effort
+//!   of `http::coding::Effort` (what choosing its levels was measured
+//!   with; the bytes of each are printed once);
 //! - `log_append`: archiving and framing a note (CPU only), one append at a
 //!   time through the log writer without fsync, and 64 concurrent appends
 //!   with fsync (group commit) on the disk of the benchmark's temp dir;
@@ -24,6 +27,7 @@ use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use uringnotes::api::page::{render, PageContext};
 use uringnotes::cluster::{auth::Cookie, frame::FrameKind, replication, seal, wire};
 use uringnotes::config::{Config, FsyncPolicy};
+use uringnotes::http::coding::{compress_into, Coding, Effort};
 use uringnotes::http::request::{parse_head, HeadLimits, HeadStatus};
 use uringnotes::store::index::{Index, NoteRef};
 use uringnotes::store::note::{archive, Note, NoteId, Origin};
@@ -127,6 +131,52 @@ fn page_render(c: &mut Criterion) {
                 black_box(page.len())
             })
         });
+    }
+    group.finish();
+}
+
+fn page_compress(c: &mut Criterion) {
+    let node = NodeInfo {
+        id: 0x3fa2_c1d0,
+        name: "bench-node".into(),
+    };
+    let index = index_of(100);
+    let view = uringnotes::cluster::ClusterView::default();
+    let context = PageContext {
+        node: &node,
+        page_notes: 100,
+        note_text_bytes_max: 4096,
+        total_notes: index.len(),
+        before: None,
+        view: &view,
+        cluster_enabled: false,
+    };
+    let mut page = Vec::new();
+    render(&mut page, index.newest(None).expect("no cursor"), &context);
+    let mut group = c.benchmark_group("page_compress");
+    group.throughput(Throughput::Bytes(page.len() as u64));
+    let mut out = Vec::with_capacity(page.len());
+    for (effort_name, effort) in [
+        ("once", Effort::ONCE),
+        ("cached", Effort::CACHED),
+        ("per_request", Effort::PER_REQUEST),
+    ] {
+        for (coding_name, coding) in [("gzip", Coding::Gzip), ("br", Coding::Br)] {
+            out.clear();
+            compress_into(coding, effort, &page, &mut out).expect("compress");
+            eprintln!(
+                "page_compress: {} bytes -> {coding_name} {effort_name} ({effort:?}) {} bytes",
+                page.len(),
+                out.len()
+            );
+            group.bench_function(format!("{coding_name}_{effort_name}"), |b| {
+                b.iter(|| {
+                    out.clear();
+                    compress_into(coding, effort, black_box(&page), &mut out).expect("compress");
+                    black_box(out.len())
+                })
+            });
+        }
     }
     group.finish();
 }
@@ -237,6 +287,6 @@ fn peer_seal(c: &mut Criterion) {
 criterion_group! {
     name = micro;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = http_parse, page_render, log_append, peer_seal
+    targets = http_parse, page_render, page_compress, log_append, peer_seal
 }
 criterion_main!(micro);

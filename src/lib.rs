@@ -20,7 +20,7 @@
 //! - [`store`]: notes on disk (append-only checksummed rkyv log, group commit,
 //!   recovery) and in memory (the per-core index and feed).
 //! - [`http`]: the HTTP/1.1 core (head parsing, body decoding for both
-//!   roles, responses).
+//!   roles, responses, content codings, entity tags).
 //! - [`bench`]: the built-in load generator (`uringnotes bench`); it uses
 //!   only `http`, `encoding` and `host`.
 //! - leaves: [`net`] (socket set-up), [`fault`] (fault injection kinds),

@@ -83,6 +83,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let pinned = config
         .placement
         .pins(!config.cpus.is_empty(), hypervisor.is_some());
+    // The page's script and style sheet, compressed once for every core.
+    crate::api::assets::prepare();
     crate::host::raise_nofile_limit();
     let (sockets, bound) = crate::net::bind_all(config.listen, cpus.len(), config.listen_backlog)
         .map_err(|source| ServerError::Listen {

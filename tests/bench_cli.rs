@@ -126,6 +126,72 @@ fn a_mixed_run_against_uringnotes_reports_in_every_format() {
     }
 }
 
+/// Issue 19: the bench sends `Accept-Encoding` and `If-None-Match` as
+/// given, reports bytes on the wire per response, and counts a 304 (the
+/// answer to a conditional request) as a success.
+#[test]
+fn compressed_and_conditional_runs_report_their_bytes() {
+    let server = common::Server::start(&["--cores", "1"]);
+    for i in 0..50 {
+        assert_eq!(
+            server
+                .post_note(&format!("note {i} of a page worth compressing"))
+                .status,
+            201
+        );
+    }
+    let page = server.request("GET", "/", &[("Accept-Encoding", "gzip")], b"");
+    let tag = page.header("etag").expect("ETag").to_string();
+    let gzip_len: f64 = page.body.len() as f64;
+    let identity_len = server.get("/").body.len() as f64;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/", server.addr);
+    let mut per_response = Vec::new();
+    for (name, headers) in [
+        ("identity", vec![]),
+        ("gzip", vec!["Accept-Encoding: gzip".to_string()]),
+        (
+            "revalidate",
+            vec![
+                "Accept-Encoding: gzip".to_string(),
+                format!("If-None-Match: {tag}"),
+            ],
+        ),
+    ] {
+        let json_path = dir.path().join(format!("{name}.json"));
+        let mut args = vec![
+            url.as_str(),
+            "-c",
+            "2",
+            "-d",
+            "500ms",
+            "--threads",
+            "1",
+            "--json",
+            path_str(&json_path),
+        ];
+        for h in &headers {
+            args.extend_from_slice(&["-H", h.as_str()]);
+        }
+        let run = bench(&args);
+        run.assert_ok();
+        assert!(run.stdout.contains("B per response"), "{}", run.stdout);
+        let r = json(&json_path);
+        assert_eq!(u(&r, "/errors/total"), 0, "{name}: {r}");
+        assert_eq!(u(&r, "/ok"), u(&r, "/requests"), "{name}");
+        let bytes = r["bytes_read_per_response"].as_f64().expect("per response");
+        per_response.push(bytes);
+        eprintln!("{name}: {bytes:.0} bytes per response");
+    }
+    let [identity, gzip, revalidate] = per_response[..] else {
+        unreachable!()
+    };
+    // Each answer: its head (a few hundred bytes) and its body.
+    assert!(identity > identity_len && identity < identity_len + 600.0);
+    assert!(gzip > gzip_len && gzip < gzip_len + 600.0);
+    assert!(revalidate < 600.0, "a 304 is only a head");
+}
+
 #[test]
 fn constant_rate_keeps_the_rate_and_reports_both_latencies() {
     let server = common::Server::start(&["--cores", "1"]);
@@ -429,5 +495,5 @@ fn live_progress_appears_on_a_terminal() {
         "progress on the terminal: {seen:?}"
     );
     // The report itself still goes to stdout.
-    assert!(String::from_utf8_lossy(&out.stdout).contains("latency of 2xx responses"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("latency of 2xx and 304 responses"));
 }

@@ -6,7 +6,9 @@
 //! post and redirect) and on (no reload); a stored-XSS note stays inert text,
 //! whether rendered by the server or inserted live; a note added on one page
 //! appears on another open page within a second, without a reload, through
-//! `GET /events`. Screenshots land in `target/test-artifacts/`.
+//! `GET /events`; a reload of the page is revalidated with its `ETag` and
+//! answered `304 Not Modified`, and the page is shown from the browser's
+//! cache. Screenshots land in `target/test-artifacts/`.
 //!
 //! Chromium and chromedriver must be installed (`tools/test` installs them
 //! as root). Without them these tests fail, loudly: setting
@@ -529,6 +531,84 @@ fn xss_note_is_shown_as_text() {
             0
         );
         screenshot(&client, "xss-as-text").await;
+        client.close().await.expect("close");
+    });
+}
+
+/// How many `GET /` the server answered 304 (from `/metrics`).
+fn page_304s(server: &Server) -> u64 {
+    let metrics = server.get("/metrics").text();
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("uringnotes_http_requests_total{route=\"page\",status=\"304\"} ")
+        })
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+/// The navigation's status, bytes on the wire and body bytes, as the
+/// browser's Navigation Timing reports them.
+async fn navigation(client: &Client) -> (u64, u64, u64) {
+    let v = js(
+        client,
+        "const n = performance.getEntriesByType('navigation')[0];\
+         return [n.responseStatus || 0, n.transferSize, n.encodedBodySize]",
+        vec![],
+    )
+    .await;
+    let n: Vec<u64> = serde_json::from_value(v).expect("three numbers");
+    (n[0], n[1], n[2])
+}
+
+#[test]
+fn a_reload_is_revalidated_and_answered_304() {
+    run_browser_test(|driver| async move {
+        let server = Server::start(&["--cores", "1"]);
+        let base = base_url(server.addr);
+        for i in 0..20 {
+            server.post_note(&format!("note {i}, kept in the browser's cache"));
+        }
+        let client = driver.session(true).await;
+        open_live(&client, &base).await;
+        let first = listed_texts(&client).await;
+        assert_eq!(first.len(), 20);
+        let (_, first_transfer, body_bytes) = navigation(&client).await;
+        let not_modified = page_304s(&server);
+
+        // A reload: Chromium revalidates the page (`no-cache`) with its
+        // ETag, the server answers 304, and the page comes from the cache.
+        client.refresh().await.expect("reload");
+        wait_until("the page after the reload", WAIT_MAX, || async {
+            listed_texts(&client).await.len() == 20
+        })
+        .await;
+        assert!(!not_reloaded(&client).await, "it was a real reload");
+        assert_eq!(
+            page_304s(&server),
+            not_modified + 1,
+            "the reload was answered 304"
+        );
+        assert_eq!(listed_texts(&client).await, first, "the same notes");
+        let (status, transfer, body) = navigation(&client).await;
+        eprintln!(
+            "reload: first load {first_transfer} bytes on the wire; reload {transfer} bytes \
+             (status {status}), body {body} bytes from the cache"
+        );
+        assert_eq!(body, body_bytes, "the cached body");
+        assert!(
+            transfer < body,
+            "the reload moved only headers ({transfer} bytes, body {body})"
+        );
+        screenshot(&client, "reload-304").await;
+
+        // A new note changes the tag: the next reload gets the new page.
+        server.post_note("added after the first reload");
+        client.refresh().await.expect("reload");
+        wait_until("the new note after a reload", WAIT_MAX, || {
+            is_listed(&client, "added after the first reload")
+        })
+        .await;
+        assert_eq!(page_304s(&server), not_modified + 1, "a 200 this time");
         client.close().await.expect("close");
     });
 }

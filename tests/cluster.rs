@@ -398,6 +398,72 @@ fn random_dispatch_serves_requests_on_every_node() {
     assert_eq!(a.all_notes().len(), 20);
 }
 
+/// Issue 19: a page or list tag from one node stops matching as soon as a
+/// note written on another node is there; a list (the same JSON on every
+/// node holding the same notes) has the same tag on both nodes, the page
+/// (which names its node) does not; a member going down changes the page.
+#[test]
+fn a_write_on_another_node_changes_the_tags() {
+    let net = Net::new();
+    let a = net.start("a", 5, &[], &[]);
+    let b = net.start("b", 6, &[&a], &[]);
+    wait_mesh(&[&a, &b]);
+    assert_eq!(a.post_note("written on a").status, 201);
+    wait_converged(&[&a, &b]);
+    let tag = |s: &Server, path: &str| -> String {
+        let r = s.request("GET", path, &[("Accept-Encoding", "gzip")], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.header("etag").expect("an ETag").to_string()
+    };
+    let conditional = |s: &Server, path: &str, etag: &str| {
+        s.request(
+            "GET",
+            path,
+            &[("Accept-Encoding", "gzip"), ("If-None-Match", etag)],
+            b"",
+        )
+    };
+    // Wait until a's view shows b as up (the page's footer names it).
+    assert!(wait_until(CONVERGE, || a
+        .get("/")
+        .text()
+        .contains("b</span> up")));
+    let page_a = tag(&a, "/");
+    let list_a = tag(&a, "/notes?limit=5");
+    assert_eq!(
+        list_a,
+        tag(&b, "/notes?limit=5"),
+        "same notes, same list tag"
+    );
+    assert_ne!(page_a, tag(&b, "/"), "each node's page names its node");
+    assert_eq!(conditional(&a, "/", &page_a).status, 304);
+    assert_eq!(conditional(&a, "/notes?limit=5", &list_a).status, 304);
+    assert_eq!(conditional(&b, "/notes?limit=5", &list_a).status, 304);
+
+    // A note written on b: with --ack all (the default) a has it when b
+    // answers 201, on every core.
+    assert_eq!(b.post_note("written on b").status, 201);
+    for _ in 0..4 {
+        let page = conditional(&a, "/", &page_a);
+        assert_eq!(page.status, 200, "a's page changed with b's note");
+        assert_ne!(page.header("etag").unwrap(), page_a);
+        assert_eq!(conditional(&a, "/notes?limit=5", &list_a).status, 200);
+    }
+    let new_list = tag(&a, "/notes?limit=5");
+    assert_eq!(new_list, tag(&b, "/notes?limit=5"));
+    assert_eq!(conditional(&b, "/notes?limit=5", &new_list).status, 304);
+
+    // The page shows each member's state: b going down changes it.
+    let before_down = tag(&a, "/");
+    let mut b = b;
+    b.kill9();
+    assert!(
+        wait_until(CONVERGE, || a.get("/").text().contains("b</span> down")),
+        "a's page shows b down"
+    );
+    assert_eq!(conditional(&a, "/", &before_down).status, 200);
+}
+
 #[test]
 fn served_by_can_be_hidden() {
     let s = Server::start(&["--cores", "1", "--no-served-by"]);

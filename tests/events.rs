@@ -166,7 +166,7 @@ fn stream_head_and_framing() {
         head.contains("\r\ncontent-type: text/event-stream\r\n"),
         "{head}"
     );
-    assert!(head.contains("\r\ncache-control: no-cache\r\n"), "{head}");
+    assert!(head.contains("\r\ncache-control: no-store\r\n"), "{head}");
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
     assert!(!head.contains("content-length"), "{head}");
     assert!(!head.contains("transfer-encoding"), "{head}");

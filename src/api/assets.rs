@@ -6,11 +6,22 @@
 //! hash of the file's bytes, computed at compile time), so a browser may
 //! cache a versioned URL forever (`immutable`): a new build has new URLs.
 //! A request without the current version is answered too, but must be
-//! revalidated (`no-cache`).
+//! revalidated (`no-cache`); every answer carries a strong `ETag` (from the
+//! file's hash), so that revalidation is a 304.
+//!
+//! Files of at least `COMPRESS_BYTES_MIN` bytes are compressed once, at
+//! start-up ([`prepare`], called before any core serves), with the
+//! smallest output ([`Effort::ONCE`]); serving one is then a copy.
 
 use std::sync::LazyLock;
 
+use super::representation::{
+    cache_control, write_not_modified, write_ok, Meta, TagHasher, COMPRESS_BYTES_MIN,
+    SOURCE_TAG_SEED,
+};
 use super::{Reply, Request, Route};
+use crate::http::coding::{self, Coding, Effort};
+use crate::http::conditional::EntityTag;
 use crate::http::response::{self, ResponseMode};
 
 /// One built-in file.
@@ -71,6 +82,51 @@ pub fn url(asset: &Asset) -> &'static str {
     &VERSIONED[i].0
 }
 
+/// An asset's compressed encodings (`None` when it is too small to compress,
+/// or its compressor failed: it is then always sent as it is).
+struct Encoded {
+    gzip: Option<Vec<u8>>,
+    br: Option<Vec<u8>>,
+    /// The version its entity tags are made of.
+    version: u64,
+}
+
+/// Kind of entity tag made here, kept apart in the tag hash (`notes.rs`
+/// has the others).
+const TAG_KIND_ASSET: u64 = 3;
+
+static ENCODED: LazyLock<[Encoded; 3]> = LazyLock::new(|| {
+    ASSETS.map(|a| {
+        let compress = |coding| {
+            if a.body.len() < COMPRESS_BYTES_MIN {
+                return None;
+            }
+            let mut out = Vec::new();
+            match coding::compress_into(coding, Effort::ONCE, a.body, &mut out) {
+                Ok(()) => Some(out),
+                Err(e) => {
+                    tracing::warn!(asset = a.path, error = %e, "asset served uncompressed");
+                    None
+                }
+            }
+        };
+        Encoded {
+            gzip: compress(Coding::Gzip),
+            br: compress(Coding::Br),
+            version: TagHasher::new(*SOURCE_TAG_SEED)
+                .part(TAG_KIND_ASSET)
+                .part(a.hash)
+                .finish(),
+        }
+    })
+});
+
+/// Compresses the assets now (once per process), so that no request waits
+/// for it.
+pub fn prepare() {
+    LazyLock::force(&ENCODED);
+}
+
 pub fn find(path: &[u8]) -> Option<usize> {
     ASSETS.iter().position(|a| a.path.as_bytes() == path)
 }
@@ -82,22 +138,36 @@ pub fn serve(req: &Request<'_>, out: &mut Vec<u8>, mode: ResponseMode) -> Reply 
         return Reply::new(Route::NotFound, 404);
     };
     let asset = ASSETS[i];
-    let cache = if req.query() == VERSIONED[i].1.as_bytes() {
-        "public, max-age=31536000, immutable"
+    let encoded = &ENCODED[i];
+    let cache_control = if req.query() == VERSIONED[i].1.as_bytes() {
+        cache_control::IMMUTABLE
     } else {
-        "no-cache"
+        cache_control::REVALIDATE
     };
-    response::write(
-        out,
-        mode,
-        200,
-        asset.content_type,
-        &[
-            ("Cache-Control", cache),
-            ("X-Content-Type-Options", "nosniff"),
-        ],
-        asset.body,
-    );
+    let negotiated = encoded.gzip.is_some() || encoded.br.is_some();
+    let wanted = if negotiated {
+        req.head.accept_encoding.preferred()
+    } else {
+        Coding::Identity
+    };
+    let (coding, body) = match (wanted, &encoded.gzip, &encoded.br) {
+        (Coding::Gzip, Some(gz), _) => (Coding::Gzip, &gz[..]),
+        (Coding::Br, _, Some(br)) => (Coding::Br, &br[..]),
+        _ => (Coding::Identity, asset.body),
+    };
+    let meta = Meta {
+        content_type: asset.content_type,
+        cache_control,
+        etag: Some(EntityTag::new(encoded.version, coding)),
+        negotiated,
+        coding,
+        extra: &[("X-Content-Type-Options", "nosniff")],
+    };
+    if meta.not_modified_for(req) {
+        write_not_modified(out, mode, &meta);
+        return Reply::new(Route::Asset, 304);
+    }
+    write_ok(out, mode, &meta, body);
     Reply::new(Route::Asset, 200)
 }
 
@@ -115,5 +185,17 @@ mod tests {
         assert!(url(&FAVICON).starts_with("/favicon.svg?v="));
         assert_eq!(find(b"/app.css"), Some(1));
         assert_eq!(find(b"/nope"), None);
+    }
+
+    #[test]
+    fn large_assets_are_compressed_once_small_ones_never() {
+        for (a, e) in ASSETS.iter().zip(ENCODED.iter()) {
+            let large = a.body.len() >= COMPRESS_BYTES_MIN;
+            assert_eq!(e.gzip.is_some(), large, "{}", a.path);
+            assert_eq!(e.br.is_some(), large, "{}", a.path);
+            if let Some(gz) = &e.gzip {
+                assert!(gz.len() < a.body.len(), "{}", a.path);
+            }
+        }
     }
 }

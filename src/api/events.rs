@@ -189,9 +189,10 @@ fn write_stream_head(out: &mut Vec<u8>, mode: ResponseMode) {
     }
     // No Content-Length and no chunking: the body ends when the connection
     // closes. `X-Accel-Buffering: no` keeps a buffering proxy (nginx) from
-    // holding events back.
+    // holding events back; a stream is never stored (`no-store`) and never
+    // compressed (each event must reach the page when it is sent).
     out.extend_from_slice(
-        b"\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+        b"\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
 X-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
     );
     let mut ms = itoa::Buffer::new();

@@ -17,7 +17,9 @@
 //! - [`notes`]: the notes JSON API and the original `/add_note`;
 //! - [`ops`]: health, metrics and status for operators;
 //! - [`admin`]: fault injection and the partition hook (`--fault-injection` only);
-//! - [`render`]: a note as JSON, a note id as text.
+//! - [`render`]: a note as JSON, a note id as text;
+//! - [`representation`]: how a body goes out: `ETag` and `304`,
+//!   `Cache-Control`, gzip and brotli (the policy of every handler above).
 //!
 //! Below this layer: `http` (parsing, responses), `store` (index, feed),
 //! `cluster` (its shared view). Above it: the shard, which implements the
@@ -30,6 +32,7 @@ pub mod notes;
 pub mod ops;
 pub mod page;
 pub mod render;
+pub mod representation;
 pub mod routes;
 pub mod view;
 
@@ -137,8 +140,8 @@ pub async fn serve(
         Handler::Events => events::subscribe(core, req, out, mode),
         Handler::Asset => assets::serve(req, out, mode),
         Handler::Healthz => ops::healthz(out, mode),
-        Handler::Metrics => ops::metrics(core, out, mode),
-        Handler::Status => ops::status(core, out, mode),
+        Handler::Metrics => ops::metrics(core, req, out, mode),
+        Handler::Status => ops::status(core, req, out, mode),
         Handler::Fault => admin::fault(core, req, out, mode),
         Handler::Partition => admin::partition(core, req, out, mode),
     }

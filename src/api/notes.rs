@@ -5,24 +5,66 @@
 //! be valid UTF-8, not blank, and at most `note_text_bytes_max` bytes. A
 //! write is answered only after the note is durable (see `store/writer.rs`);
 //! if the log cannot take it, the client gets 503 and nothing is claimed.
+//!
+//! Caching (`representation.rs`): a note never changes, so `GET /notes/ID`
+//! is `immutable` with a tag made of its id; a list is `no-cache` with a
+//! tag made of the index's digest and the list's parameters, so any new
+//! note (from any core or node) changes it. Both are the same on every node
+//! that holds the same notes. A 404 for a note id is `no-store`: the note
+//! may arrive by replication a moment later. Lists (and large notes) of at
+//! least `COMPRESS_BYTES_MIN` bytes are compressed per request.
 
 use std::io::Write as _;
 
 use serde::Deserialize;
 
 use super::render::{write_id, write_note_json};
+use super::representation::{cache_control, respond, Rendered, TagHasher, SOURCE_TAG_SEED};
 use super::{error, CoreView, Reply, Request, Route};
 use crate::encoding;
 use crate::http::request::ContentType;
 use crate::http::response::{self, ResponseMode};
 use crate::http::HttpError;
-use crate::store::index::NoteRef;
+use crate::store::index::{Digest, NoteRef};
 use crate::store::note::NoteId;
 
 /// Notes per `GET /notes` page unless `limit` says otherwise.
 pub const LIST_LIMIT_DEFAULT: usize = 50;
 /// Largest `limit` accepted by `GET /notes`.
 pub const LIST_LIMIT_MAX: usize = 1000;
+
+const JSON: &str = "application/json";
+
+/// Kinds of entity tag made here, kept apart in the tag hash.
+const TAG_KIND_NOTE: u64 = 1;
+const TAG_KIND_LIST: u64 = 2;
+
+/// The version of a note's JSON: its id (a note never changes).
+fn note_version(id: &NoteId) -> u64 {
+    TagHasher::new(*SOURCE_TAG_SEED)
+        .part(TAG_KIND_NOTE)
+        .part(u64::from(id.origin.node))
+        .part(u64::from(id.origin.core))
+        .part(id.seq)
+        .finish()
+}
+
+/// The version of a list: the notes held and the list's parameters.
+fn list_version(notes: Digest, limit: usize, before: Option<&NoteId>) -> u64 {
+    let mut h = TagHasher::new(*SOURCE_TAG_SEED)
+        .part(TAG_KIND_LIST)
+        .part(notes.notes)
+        .part(notes.id_sum)
+        .part(limit as u64)
+        .part(u64::from(before.is_some()));
+    if let Some(id) = before {
+        h = h
+            .part(u64::from(id.origin.node))
+            .part(u64::from(id.origin.core))
+            .part(id.seq);
+    }
+    h.finish()
+}
 
 #[derive(Deserialize)]
 struct NoteInput {
@@ -162,7 +204,16 @@ pub async fn add_note(
     if let Err(reply) = store(core, text, out, mode, Route::AddNote).await {
         return reply;
     }
-    response::write(out, mode, 204, "", &[], b"");
+    // A 204 to a GET is cacheable by default (RFC 9110 §15.3.5): a cache
+    // must not answer the next identical add in the server's place.
+    response::write(
+        out,
+        mode,
+        204,
+        "",
+        &[("Cache-Control", cache_control::NO_STORE)],
+        b"",
+    );
     Reply::new(Route::AddNote, 204)
 }
 
@@ -176,21 +227,31 @@ pub fn get(
     let id = NoteId::parse_bytes(&req.path()[b"/notes/".len()..]).ok();
     let index = core.index();
     let Some(note) = id.and_then(|id| index.get(&id)) else {
+        // Not cached: the note may yet arrive from another node.
         response::write(
             out,
             mode,
             404,
-            "application/json",
-            &[],
+            JSON,
+            &[("Cache-Control", cache_control::NO_STORE)],
             b"{\"error\":\"no such note\"}\n",
         );
         return Reply::new(Route::NoteGet, 404);
     };
-    let mut scratch = core.api_state().scratch();
-    write_note_json(&mut scratch, note.note());
+    let note = note.note();
+    let state = core.api_state();
+    let mut scratch = state.scratch();
+    write_note_json(&mut scratch, note);
     scratch.push(b'\n');
-    response::write(out, mode, 200, "application/json", &[], &scratch);
-    Reply::new(Route::NoteGet, 200)
+    let rendered = Rendered {
+        content_type: JSON,
+        cache_control: cache_control::IMMUTABLE,
+        version: Some(note_version(&note.id())),
+        always_negotiated: false,
+        extra: &[],
+    };
+    let status = respond(out, mode, req, &rendered, &scratch, &mut state.compressed());
+    Reply::new(Route::NoteGet, status)
 }
 
 /// `GET /notes?limit=N&before=ID`: newest first, with a cursor for the next page.
@@ -239,7 +300,9 @@ pub fn list(
             &HttpError::invalid("before names an unknown note"),
         );
     };
-    let mut scratch = core.api_state().scratch();
+    let version = list_version(index.digest(), limit, before.as_ref());
+    let state = core.api_state();
+    let mut scratch = state.scratch();
     scratch.extend_from_slice(b"{\"notes\":[");
     let mut last: Option<NoteId> = None;
     let mut more = false;
@@ -263,8 +326,15 @@ pub fn list(
         _ => scratch.extend_from_slice(b"null"),
     }
     scratch.extend_from_slice(b"}\n");
-    response::write(out, mode, 200, "application/json", &[], &scratch);
-    Reply::new(Route::NotesList, 200)
+    let rendered = Rendered {
+        content_type: JSON,
+        cache_control: cache_control::REVALIDATE,
+        version: Some(version),
+        always_negotiated: false,
+        extra: &[],
+    };
+    let status = respond(out, mode, req, &rendered, &scratch, &mut state.compressed());
+    Reply::new(Route::NotesList, status)
 }
 
 #[cfg(test)]

@@ -1,39 +1,63 @@
 //! Operator endpoints: `/healthz`, `/metrics` (Prometheus) and `/_status`.
+//!
+//! All three are different at every request: `Cache-Control: no-store`, no
+//! validator. `/metrics` and `/_status` are compressed when large enough
+//! and asked for (Prometheus asks for gzip).
 
 use std::io::Write as _;
 
-use super::{CoreView, Reply, Route};
+use super::representation::{cache_control, respond, Rendered};
+use super::{CoreView, Reply, Request, Route};
 use crate::config::{AckPolicy, DispatchPolicy};
 use crate::encoding::json_string_into;
 use crate::http::response::{self, ResponseMode};
 
 /// `GET /healthz`: 200 while the shard answering it is serving.
 pub fn healthz(out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
-    response::write(out, mode, 200, "text/plain; charset=utf-8", &[], b"ok\n");
-    Reply::new(Route::Healthz, 200)
-}
-
-/// `GET /metrics`.
-pub fn metrics(core: &impl CoreView, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
-    let mut body = core.api_state().scratch();
-    core.render_metrics(&mut body);
     response::write(
         out,
         mode,
         200,
-        "text/plain; version=0.0.4; charset=utf-8",
-        &[],
-        &body,
+        "text/plain; charset=utf-8",
+        &[("Cache-Control", cache_control::NO_STORE)],
+        b"ok\n",
     );
-    Reply::new(Route::Metrics, 200)
+    Reply::new(Route::Healthz, 200)
+}
+
+/// `GET /metrics`.
+pub fn metrics(
+    core: &impl CoreView,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
+    let state = core.api_state();
+    let mut body = state.scratch();
+    core.render_metrics(&mut body);
+    let rendered = Rendered {
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        cache_control: cache_control::NO_STORE,
+        version: None,
+        always_negotiated: false,
+        extra: &[],
+    };
+    let status = respond(out, mode, req, &rendered, &body, &mut state.compressed());
+    Reply::new(Route::Metrics, status)
 }
 
 /// `GET /_status`: node, shards and storage as JSON.
-pub fn status(core: &impl CoreView, out: &mut Vec<u8>, mode: ResponseMode) -> Reply {
+pub fn status(
+    core: &impl CoreView,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
     let node = core.node();
     let shards = core.shards();
     let index = core.index();
-    let mut body = core.api_state().scratch();
+    let state = core.api_state();
+    let mut body = state.scratch();
     body.extend_from_slice(b"{\"node\":{\"id\":");
     let _ = write!(body, "\"{:08x}\",\"name\":", node.id);
     json_string_into(&mut body, &node.name);
@@ -77,8 +101,15 @@ pub fn status(core: &impl CoreView, out: &mut Vec<u8>, mode: ResponseMode) -> Re
     body.extend_from_slice(b"],\"cluster\":");
     write_cluster_json(core, &mut body);
     body.extend_from_slice(b"}\n");
-    response::write(out, mode, 200, "application/json", &[], &body);
-    Reply::new(Route::Status, 200)
+    let rendered = Rendered {
+        content_type: "application/json",
+        cache_control: cache_control::NO_STORE,
+        version: None,
+        always_negotiated: false,
+        extra: &[],
+    };
+    let status = respond(out, mode, req, &rendered, &body, &mut state.compressed());
+    Reply::new(Route::Status, status)
 }
 
 /// The cluster section of `/_status`: this node's peer settings and every

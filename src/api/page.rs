@@ -8,9 +8,13 @@
 //! replay anything added since).
 //!
 //! The newest page (no `before`) is cached per core: it changes only when
-//! a note is added (the index only grows, so its length identifies its
-//! state) or the cluster view is republished, and serving it is then a copy
-//! of the rendered body: reads vastly outnumber writes.
+//! a note is added or what the page shows of the cluster (members, names,
+//! states) changes, and serving it is then a copy of the rendered body:
+//! reads vastly outnumber writes. Its version (the base of its `ETag`) is
+//! made of exactly those inputs: the index's [`Digest`] (the same on every
+//! core and node holding the same notes), a digest of the members shown,
+//! this node's settings and the build; the page's compressed encodings are
+//! made once per version and coding, on first demand.
 //!
 //! Every piece of note text goes through `html_escape_into`, so a note is
 //! always shown as text, never interpreted as markup; the
@@ -25,12 +29,18 @@ use std::sync::Arc;
 
 use super::assets::{self, APP_CSS, APP_JS, FAVICON};
 use super::render::write_id;
+use super::representation::{
+    cache_control, respond, write_not_modified, write_ok, Encodings, Meta, Rendered, TagHasher,
+    SOURCE_TAG_SEED,
+};
 use super::{error, CoreView, Reply, Request, Route};
 use crate::cluster::ClusterView;
 use crate::encoding::{self, html_escape_into};
-use crate::http::response::{self, ResponseMode};
+use crate::http::coding::Effort;
+use crate::http::conditional::EntityTag;
+use crate::http::response::ResponseMode;
 use crate::http::HttpError;
-use crate::store::index::NoteView;
+use crate::store::index::{Digest, NoteView};
 use crate::store::note::NoteId;
 use crate::store::NodeInfo;
 
@@ -46,24 +56,83 @@ const PAGE_HEADERS: [(&str, &str); 3] = [
     ("Referrer-Policy", "same-origin"),
 ];
 
-/// The rendered newest page of one core, and what it was rendered from
-/// (empty until the first render).
+const PAGE_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+
+/// The page's per-core state: the newest page as last rendered, in every
+/// coding asked for since, and what its version is made of.
 #[derive(Default)]
 pub struct PageCache {
-    /// The index's length when rendered (the index only grows).
-    notes: usize,
-    /// The cluster view it shows (compared by pointer: a new view is a new `Arc`).
+    /// The version of the page in `body` (`None` until the first render).
+    version: Option<u64>,
+    body: Encodings,
+    /// What every page of this node starts from (see [`PageCache::seed`]).
+    seed: Option<u64>,
+    /// The cluster view last seen (compared by pointer: core 0 publishes a
+    /// new `Arc` every 200 ms) and the digest of what the page shows of it.
     view: Option<Arc<ClusterView>>,
-    body: Vec<u8>,
+    view_digest: u64,
 }
 
 impl PageCache {
-    fn is_current(&self, notes: usize, view: &Arc<ClusterView>) -> bool {
-        self.notes == notes && self.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view))
+    /// The part of every page's version that is fixed while the process
+    /// runs: the build, and what the page shows of this node's settings.
+    fn seed(&mut self, core: &impl CoreView) -> u64 {
+        *self.seed.get_or_insert_with(|| {
+            let node = core.node();
+            let config = core.config();
+            TagHasher::new(*SOURCE_TAG_SEED)
+                .part(u64::from(node.id))
+                .bytes(node.name.as_bytes())
+                .part(config.page_notes as u64)
+                .part(config.note_text_bytes_max as u64)
+                .part(u64::from(core.cluster().enabled))
+                .finish()
+        })
+    }
+
+    /// A digest of what the page shows of `view`: each member's node, name
+    /// and state, in the order shown. Its loads and lag change every
+    /// publication and are not shown, so they leave the page's version
+    /// alone.
+    fn view_digest(&mut self, view: &Arc<ClusterView>) -> u64 {
+        if self.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view)) {
+            return self.view_digest;
+        }
+        let mut h = TagHasher::new(view.members.len() as u64);
+        for m in &view.members {
+            h = h
+                .part(u64::from(m.node))
+                .bytes(m.name.as_bytes())
+                .bytes(m.state.label().as_bytes());
+        }
+        self.view = Some(Arc::clone(view));
+        self.view_digest = h.finish();
+        self.view_digest
     }
 }
 
-/// `GET /`.
+/// The version of a page: the node's seed, the notes the index holds, the
+/// cluster as shown, and the page's cursor. Equal versions render the same
+/// bytes on every core of this node.
+fn page_version(seed: u64, notes: Digest, view_digest: u64, before: Option<&NoteId>) -> u64 {
+    let mut h = TagHasher::new(seed)
+        .part(notes.notes)
+        .part(notes.id_sum)
+        .part(view_digest);
+    if let Some(id) = before {
+        h = h
+            .part(u64::from(id.origin.node))
+            .part(u64::from(id.origin.core))
+            .part(id.seq);
+    }
+    h.finish()
+}
+
+/// `GET /`: the newest page from the core's cache (rendered when the notes
+/// or the cluster view changed, compressed once per coding and version);
+/// `GET /?before=ID`: rendered, and compressed if asked, per request. Both
+/// answer 304 when `If-None-Match` names the page's current tag, without
+/// rendering anything.
 pub fn index(
     core: &impl CoreView,
     req: &Request<'_>,
@@ -85,32 +154,39 @@ pub fn index(
         }
     }
     let index = core.index();
-    let cluster = core.cluster();
-    // The membership as last published (a lock-free load, no copy).
-    let view = cluster.view.load_full();
-    let state = core.api_state();
-    if before.is_none() {
-        let cached = state.page.borrow();
-        if cached.is_current(index.len(), &view) {
-            response::write(
-                out,
-                mode,
-                200,
-                "text/html; charset=utf-8",
-                &PAGE_HEADERS,
-                &cached.body,
-            );
-            return Reply::new(Route::Page, 200);
-        }
-    }
-    let Some(newest) = index.newest(before.as_ref()) else {
+    if before.as_ref().is_some_and(|id| !index.contains(id)) {
         return error(
             out,
             mode,
             Route::Page,
             &HttpError::invalid("before names an unknown note"),
         );
+    }
+    let cluster = core.cluster();
+    // The membership as last published (a lock-free load, no copy).
+    let view = cluster.view.load_full();
+    let state = core.api_state();
+    let mut cache = state.page.borrow_mut();
+    let seed = cache.seed(core);
+    let view_digest = cache.view_digest(&view);
+    let version = page_version(seed, index.digest(), view_digest, before.as_ref());
+    // The page is always negotiated, so that its `Vary` and tags do not
+    // change kind as notes are added: even an empty page (about 1 KB,
+    // near COMPRESS_BYTES_MIN) shrinks by half.
+    let coding = req.head.accept_encoding.preferred();
+    let meta = |coding| Meta {
+        content_type: PAGE_CONTENT_TYPE,
+        cache_control: cache_control::REVALIDATE,
+        etag: Some(EntityTag::new(version, coding)),
+        negotiated: true,
+        coding,
+        extra: &PAGE_HEADERS,
     };
+    let wanted = meta(coding);
+    if wanted.not_modified_for(req) {
+        write_not_modified(out, mode, &wanted);
+        return Reply::new(Route::Page, 304);
+    }
     let config = core.config();
     let context = PageContext {
         node: core.node(),
@@ -121,23 +197,37 @@ pub fn index(
         view: &view,
         cluster_enabled: cluster.enabled,
     };
-    let mut page = state.scratch();
-    render(&mut page, newest, &context);
-    response::write(
-        out,
-        mode,
-        200,
-        "text/html; charset=utf-8",
-        &PAGE_HEADERS,
-        &page,
-    );
-    if before.is_none() {
-        let mut cache = state.page.borrow_mut();
-        cache.body.clear();
-        cache.body.extend_from_slice(&page);
-        cache.notes = index.len();
-        cache.view = Some(view);
+    // `before` is known (checked above), so there is always an iterator.
+    let Some(newest) = index.newest(before.as_ref()) else {
+        return error(
+            out,
+            mode,
+            Route::Page,
+            &HttpError::invalid("before names an unknown note"),
+        );
+    };
+    if before.is_some() {
+        drop(cache);
+        let mut page = state.scratch();
+        render(&mut page, newest, &context);
+        let rendered = Rendered {
+            content_type: PAGE_CONTENT_TYPE,
+            cache_control: cache_control::REVALIDATE,
+            version: Some(version),
+            always_negotiated: true,
+            extra: &PAGE_HEADERS,
+        };
+        let status = respond(out, mode, req, &rendered, &page, &mut state.compressed());
+        return Reply::new(Route::Page, status);
     }
+    if cache.version != Some(version) {
+        cache.body.replace(|page| render(page, newest, &context));
+        cache.version = Some(version);
+    }
+    let (body, sent) = cache.body.get(coding, Effort::CACHED);
+    // The encoding really sent: identity if the compressor failed.
+    let sent = if sent == coding { wanted } else { meta(sent) };
+    write_ok(out, mode, &sent, body);
     Reply::new(Route::Page, 200)
 }
 

@@ -5,7 +5,8 @@
 //! answering a request needs: read the core's index, create a note, follow
 //! the core's feed, see the cluster members, and the operator and admin
 //! actions. Everything the handlers keep per core themselves (the render
-//! buffer, the cached page) is in [`ApiState`], which the view lends them.
+//! buffer, the compression buffer, the cached page) is in [`ApiState`],
+//! which the view lends them.
 //!
 //! The trait is used through generics (`impl CoreView`), so a handler
 //! compiles to direct calls into the shard: the view costs nothing on the
@@ -35,6 +36,9 @@ pub struct ApiState {
     /// Reused buffer for rendering response bodies. Never held across an
     /// await: handlers take it only while they render.
     scratch: RefCell<Vec<u8>>,
+    /// Reused buffer for bodies compressed per request
+    /// (`representation::respond`). Never held across an await.
+    compressed: RefCell<Vec<u8>>,
     /// The newest notes page as last rendered (`page.rs`).
     pub(super) page: RefCell<PageCache>,
 }
@@ -43,6 +47,7 @@ impl Default for ApiState {
     fn default() -> Self {
         ApiState {
             scratch: RefCell::new(Vec::with_capacity(SCRATCH_BYTES_INITIAL)),
+            compressed: RefCell::default(),
             page: RefCell::default(),
         }
     }
@@ -54,6 +59,11 @@ impl ApiState {
         let mut scratch = self.scratch.borrow_mut();
         scratch.clear();
         scratch
+    }
+
+    /// The buffer for per-request compression (cleared by its user).
+    pub fn compressed(&self) -> RefMut<'_, Vec<u8>> {
+        self.compressed.borrow_mut()
     }
 }
 

@@ -81,7 +81,7 @@ pub fn page(r: &RunReport) -> String {
     throughput_plot(&mut out, r);
     let _ = writeln!(
         out,
-        "<p class=\"note\">uringnotes {} · latency of 2xx responses in an HdrHistogram with 3 significant digits, microsecond resolution.</p></main></body></html>",
+        "<p class=\"note\">uringnotes {} · latency of 2xx and 304 responses in an HdrHistogram with 3 significant digits, microsecond resolution.</p></main></body></html>",
         esc(&r.version)
     );
     out
@@ -97,7 +97,7 @@ fn summary_table(out: &mut String, r: &RunReport) {
     let _ = write!(
         out,
         "<table><tr><th>requests</th><td>{}</td></tr><tr><th>throughput</th><td>{} req/s</td></tr>\
-<tr><th>2xx</th><td>{}</td></tr><tr><th>errors</th><td>{}{}</td></tr>\
+<tr><th>2xx or 304</th><td>{}</td></tr><tr><th>errors</th><td>{}{}</td></tr>\
 <tr><th>read / written</th><td>{} / {}</td></tr><tr><th>client CPU</th><td>{}{}</td></tr></table>",
         group(r.requests),
         group_f(r.requests_per_s),

@@ -48,22 +48,27 @@ pub struct RunReport {
     pub mix: Vec<MixReport>,
     /// Complete responses (any status) in the measurement.
     pub requests: u64,
-    /// 2xx responses.
+    /// Successful responses: 2xx, and 304 (to a conditional request).
     pub ok: u64,
     /// `requests` per second of the measurement.
     pub requests_per_s: f64,
+    /// Bytes received, heads and bodies (what came over the wire, less
+    /// TCP/IP framing), inside the measurement.
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// `bytes_read` per complete response: what one answer costs on the
+    /// wire (compare servers and content codings with it).
+    pub bytes_read_per_response: Option<f64>,
     /// Requests still unanswered when the run ended (not errors).
     pub abandoned: u64,
     pub errors: ErrorReport,
     /// CPU time (user + system) of the load generator during the run.
     pub client_cpu_s: f64,
     pub client_cpu_us_per_request: Option<f64>,
-    /// Latency of 2xx responses; in rate mode from each request's due time
+    /// Latency of successful responses; in rate mode from each request's due time
     /// (corrected for coordinated omission).
     pub latency_us: LatencyReport,
-    /// Latency of 2xx responses from the actual send (what a naive load
+    /// Latency of successful responses from the actual send (what a naive load
     /// generator reports). Equal to `latency_us` in closed-loop mode.
     pub latency_uncorrected_us: LatencyReport,
     /// Complete responses in each second of the measurement.
@@ -236,6 +241,8 @@ impl RunReport {
             requests_per_s: stats.responses as f64 / secs,
             bytes_read: stats.bytes_read,
             bytes_written: stats.bytes_written,
+            bytes_read_per_response: (stats.responses > 0)
+                .then(|| stats.bytes_read as f64 / stats.responses as f64),
             abandoned: stats.abandoned,
             errors: ErrorReport::new(&stats.errors),
             client_cpu_s,
@@ -317,15 +324,18 @@ pub fn text(r: &RunReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "requests     {} in {} = {} req/s ({} 2xx)",
+        "requests     {} in {} = {} req/s ({} 2xx or 304)",
         group(r.requests),
         fmt_secs(r.duration_s),
         group_f(r.requests_per_s),
         group(r.ok)
     );
+    let per_response = r
+        .bytes_read_per_response
+        .map_or(String::new(), |b| format!(", {b:.0} B per response"));
     let _ = writeln!(
         out,
-        "transfer     {} read ({}/s), {} written",
+        "transfer     {} read ({}/s{per_response}), {} written",
         fmt_bytes(r.bytes_read as f64),
         fmt_bytes(r.bytes_read as f64 / r.duration_s),
         fmt_bytes(r.bytes_written as f64)
@@ -363,7 +373,7 @@ pub fn text(r: &RunReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "latency of 2xx responses (HdrHistogram, {LATENCY_SIGFIG} significant digits)"
+        "latency of 2xx and 304 responses (HdrHistogram, {LATENCY_SIGFIG} significant digits)"
     );
     let _ = writeln!(
         out,

@@ -8,8 +8,11 @@
 //!
 //! Latency is kept in an HdrHistogram with 3 significant digits and
 //! microsecond resolution, up to [`LATENCY_US_MAX`] (larger values saturate).
-//! Only successful (2xx) responses are in the histograms: a fast error page
-//! must not make the latency look better.
+//! Only successful responses are in the histograms: a fast error page
+//! must not make the latency look better. Successful means 2xx, and
+//! `304 Not Modified`: the answer to a conditional request (a benchmark of
+//! revalidation sends `-H 'If-None-Match: "..."'`), which no server sends
+//! to a request that did not ask for it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -83,14 +86,22 @@ impl ErrorCounts {
     }
 }
 
+/// `304 Not Modified`.
+const NOT_MODIFIED: u16 = 304;
+
+/// Whether a response counts as a success (see the module doc).
+pub fn is_success(status: u16) -> bool {
+    (200..300).contains(&status) || status == NOT_MODIFIED
+}
+
 /// Counts for one mix entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EntryCounts {
     /// Complete responses, any status.
     pub responses: u64,
-    /// 2xx responses.
+    /// Successful (2xx and 304) responses.
     pub ok: u64,
-    /// Every kind of error, non-2xx responses included.
+    /// Every kind of error, other statuses included.
     pub errors: u64,
 }
 
@@ -157,7 +168,7 @@ impl Stats {
         bump(&mut self.responses_per_s, window, done);
         let counts = &mut self.by_entry[entry];
         counts.responses += 1;
-        if (200..300).contains(&status) {
+        if is_success(status) {
             self.ok += 1;
             counts.ok += 1;
             self.corrected.saturating_record(elapsed_us(due, done));

@@ -5,6 +5,8 @@
 //! - [`response`]: writing responses into a buffer; complete responses that
 //!   travel between cores and nodes, and the closing error replies.
 //! - [`client`]: the client role, reading responses (for `uringnotes bench`).
+//! - [`coding`]: content codings: `Accept-Encoding` negotiation, gzip and brotli.
+//! - [`conditional`]: entity tags and `If-None-Match`.
 //! - [`date`]: the cached `Date` header.
 //! - [`error`]: every refusal and its status code.
 //!
@@ -13,6 +15,8 @@
 
 pub mod body;
 pub mod client;
+pub mod coding;
+pub mod conditional;
 pub mod date;
 pub mod error;
 pub mod request;

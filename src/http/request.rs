@@ -13,7 +13,14 @@
 //!   smuggling); a transfer coding other than a single final `chunked` is
 //!   refused (501 if unknown, 400 otherwise);
 //! - `Expect` other than `100-continue` gets 417.
+//!
+//! Two fields are kept for the handlers: `Accept-Encoding`, parsed into
+//! weights while the head is scanned ([`AcceptEncoding`], a few bytes), and
+//! `If-None-Match`, kept as spans and read only on the way to a 200
+//! ([`IfNoneMatch`]).
 
+use super::coding::AcceptEncoding;
+use super::conditional::IfNoneMatch;
 use super::error::HttpError;
 use super::trim_ows;
 
@@ -99,6 +106,10 @@ pub struct RequestHead {
     pub content_type: ContentType,
     /// The client accepts text/html (a browser): form posts get a redirect.
     pub accepts_html: bool,
+    /// The content codings the client accepts (`Accept-Encoding`).
+    pub accept_encoding: AcceptEncoding,
+    /// The entity tags the client already holds (`If-None-Match`).
+    pub if_none_match: IfNoneMatch,
     /// Bytes of the head, including the blank line.
     pub head_bytes: usize,
 }
@@ -192,6 +203,8 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
     let mut expect_continue = false;
     let mut content_type = ContentType::Absent;
     let mut accepts_html = false;
+    let mut accept_encoding = AcceptEncoding::default();
+    let mut if_none_match = IfNoneMatch::default();
     for h in req.headers.iter() {
         let name = h.name;
         let value = trim_ows(h.value);
@@ -251,6 +264,13 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
             };
         } else if name.eq_ignore_ascii_case("accept") {
             accepts_html = contains_ignore_case(value, b"text/html");
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            accept_encoding.add_field(value);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match.push(Span {
+                start: (value.as_ptr() as usize - buf.as_ptr() as usize) as u32,
+                len: value.len() as u32,
+            });
         }
     }
 
@@ -330,6 +350,8 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HttpErr
         expect_continue: expect_continue && version_minor == 1,
         content_type,
         accepts_html,
+        accept_encoding,
+        if_none_match,
         head_bytes,
     }))
 }
@@ -561,6 +583,28 @@ mod tests {
             status_of(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
             431
         );
+    }
+
+    #[test]
+    fn accept_encoding_and_if_none_match_are_kept_for_the_handlers() {
+        use crate::http::coding::Coding;
+        use crate::http::conditional::EntityTag;
+        let tag = EntityTag::new(42, Coding::Gzip);
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip;q=0.5\r\n\
+If-None-Match: \"x\"\r\nAccept-Encoding: br;q=0\r\nIf-None-Match:  W/{} \r\n\r\n",
+            tag.as_str()
+        );
+        let h = head(&raw);
+        assert_eq!(h.accept_encoding.preferred(), Coding::Gzip);
+        assert!(h.if_none_match.is_present());
+        assert!(h.if_none_match.matches(raw.as_bytes(), &tag));
+        assert!(!h
+            .if_none_match
+            .matches(raw.as_bytes(), &EntityTag::new(42, Coding::Br)));
+        let plain = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(plain.accept_encoding.preferred(), Coding::Identity);
+        assert!(!plain.if_none_match.is_present());
     }
 
     #[test]

@@ -19,6 +19,12 @@
 //!
 //! That is 16 bytes per note per core, plus the shared record bytes.
 //!
+//! The index also keeps a [`Digest`] of the set of notes it holds (their
+//! count and a sum of a hash of each id), updated on every insert: equal on
+//! every core and every node that holds the same notes, whatever order they
+//! arrived in, and different as soon as one holds a note the other lacks.
+//! The HTTP layer derives its entity tags from it (`api/representation.rs`).
+//!
 //! Safety: an [`Entry`] points into a chunk that the same index keeps alive
 //! in `owners`, and chunks are never mutated, so an entry is valid for as
 //! long as the index that holds it (clones hold the owners too).
@@ -291,6 +297,34 @@ pub struct Index {
     owners: Vec<Arc<[u8]>>,
     len: usize,
     text_bytes: u64,
+    /// Sum (wrapping) of [`id_hash`] over every note held.
+    id_sum: u64,
+}
+
+/// What set of notes an index holds, in 16 bytes.
+///
+/// Not a counter: a node's notes arrive in different orders on different
+/// cores and nodes (written here, through another core, replicated, repaired),
+/// so no single counter is comparable between them. Two indexes with the same
+/// notes have the same digest; adding a note changes it (the count grows).
+/// Two different sets of the same size collide only if their id hashes sum
+/// to the same 64-bit value: about 2^-64 for ids the server assigns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Digest {
+    pub notes: u64,
+    pub id_sum: u64,
+}
+
+/// A 64-bit hash of a note id (splitmix64's finalizer over its fields): the
+/// summands of [`Digest::id_sum`].
+pub fn id_hash(id: &NoteId) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let origin = (u64::from(id.origin.node) << 16) | u64::from(id.origin.core);
+    mix(mix(origin.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ id.seq)
 }
 
 // SAFETY: entries are pointers into immutable chunks owned (through `Arc`)
@@ -333,7 +367,16 @@ impl Index {
             _ => self.by_order.push(entry),
         }
         self.len += 1;
+        self.id_sum = self.id_sum.wrapping_add(id_hash(&id));
         true
+    }
+
+    /// Which notes this index holds (see [`Digest`]).
+    pub fn digest(&self) -> Digest {
+        Digest {
+            notes: self.len as u64,
+            id_sum: self.id_sum,
+        }
     }
 
     pub fn get(&self, id: &NoteId) -> Option<NoteView<'_>> {
@@ -436,6 +479,7 @@ pub struct FrozenIndex {
     by_order: Box<[Entry]>,
     owners: Box<[Arc<[u8]>]>,
     text_bytes: u64,
+    id_sum: u64,
 }
 
 // SAFETY: as for `Index`: the entries point into the chunks in `owners`,
@@ -450,6 +494,7 @@ impl Index {
             by_order: self.by_order.into_boxed_slice(),
             owners: self.owners.into_boxed_slice(),
             text_bytes: self.text_bytes,
+            id_sum: self.id_sum,
         }
     }
 }
@@ -478,6 +523,7 @@ impl FrozenIndex {
             owners: self.owners.to_vec(),
             len: self.by_order.len(),
             text_bytes: self.text_bytes,
+            id_sum: self.id_sum,
         }
     }
 }
@@ -523,6 +569,41 @@ mod tests {
             text: text.into(),
         };
         NoteRef::from_payload(note::archive(&note)).unwrap()
+    }
+
+    #[test]
+    fn the_digest_names_the_set_not_the_arrival_order() {
+        let notes = [
+            note_ref(0, 1, 10, "a"),
+            note_ref(1, 1, 30, "c"),
+            note_ref(0, 2, 20, "b"),
+        ];
+        let mut one = Index::new();
+        let mut other = Index::new();
+        assert_eq!(one.digest(), Digest::default());
+        for n in &notes {
+            let before = one.digest();
+            one.insert(n.clone());
+            assert_ne!(one.digest(), before, "a new note changes it");
+        }
+        for n in notes.iter().rev() {
+            other.insert(n.clone());
+        }
+        assert_eq!(one.digest(), other.digest(), "same notes, other order");
+        assert!(!one.insert(notes[0].clone()));
+        assert_eq!(one.digest(), other.digest(), "a duplicate changes nothing");
+        // Same count, different notes.
+        let mut third = Index::new();
+        third.insert(notes[0].clone());
+        third.insert(notes[1].clone());
+        third.insert(note_ref(0, 3, 40, "d"));
+        assert_ne!(third.digest(), one.digest());
+        let thawed = one.clone().freeze().thaw();
+        assert_eq!(
+            thawed.digest(),
+            one.digest(),
+            "kept through freeze and thaw"
+        );
     }
 
     #[test]
