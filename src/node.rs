@@ -116,8 +116,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             })
             .collect(),
         recovered_log_bytes: recovered.report.bytes,
-        recovered: recovered.index.freeze(),
-        next_segment_by_core,
+        index: Arc::clone(recovered.index.shared()),
         started: Instant::now(),
         cluster: Arc::new(crate::cluster::ClusterShared::new(
             config.peer_listen.is_some(),
@@ -172,7 +171,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         hypervisor = hypervisor.as_deref().unwrap_or("none seen"),
         node = %format_args!("{:08x}", shared.node.id),
         name = %shared.node.name,
-        notes = shared.recovered.len(),
+        notes = shared.index.len(),
         stall_timeout_ms = shared.config.stall_timeout_ms,
         max_restarts = shared.config.max_restarts,
         restart_window_ms = shared.config.restart_window_ms,

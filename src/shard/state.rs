@@ -22,23 +22,27 @@
 //! - every task is in glommio's default task queue: a panic in a task of a
 //!   non-default queue aborts the whole process (DataDog/glommio#689);
 //! - nothing here uses `spawn_blocking` (a panicking closure hangs its
-//!   caller); the one blocking job, rebuilding the index after a restart,
-//!   runs before the executor serves anything;
+//!   caller); the one blocking job, rescanning the core's own recent
+//!   segments after a restart, runs before the executor serves anything;
 //! - after the watchdog has replaced this incarnation (its lease is fenced,
 //!   see `store/lease.rs`), it numbers and writes no more notes, hands any
 //!   note it still finishes to its successor through the core's inbox,
 //!   keeps its hands off the core's metrics, and stops.
 //!
-//! Every note enters this core's index through [`Shard::index_note`], which
-//! also pushes it onto the core's feed: live subscribers (`GET /events`)
-//! and, on core 0, replication follow the feed.
+//! The note index is one for the whole process (`store/index.rs`): a shard
+//! holds a *view* of it, refreshed after this core inserts a note and
+//! whenever it takes notes out of its inbox ([`Shard::index_queued_notes`],
+//! before it routes a request). Every note reaches this core's feed exactly
+//! once: through [`Shard::publish`] on the core that inserted it, through
+//! [`Shard::note_arrived`] on every other core (its inbox); live
+//! subscribers (`GET /events`) and, on core 0, replication follow the feed.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -56,7 +60,7 @@ use crate::config::{AckPolicy, Config};
 use crate::fault::{FaultCell, SLOW_RESPONSE_DELAY_MS};
 use crate::metrics::{AllMetrics, CoreMetrics};
 use crate::store::feed::Feed;
-use crate::store::index::{FrozenIndex, Index, NoteRef};
+use crate::store::index::{Index, NoteRef, SharedIndex};
 use crate::store::lease::SegmentNumbers;
 use crate::store::note::{Note, NoteId, Origin};
 use crate::store::writer::{LogWriter, WriteError};
@@ -90,11 +94,9 @@ pub struct Shared {
     pub metrics: AllMetrics,
     /// Per-core state that outlives a shard's incarnations.
     pub cores: Box<[CoreSlot]>,
-    /// The index as recovered at start-up; each shard starts from a copy.
-    pub recovered: FrozenIndex,
-    /// Per core, the first segment number written in this run (one above
-    /// the highest found at start-up).
-    pub next_segment_by_core: rustc_hash::FxHashMap<u16, u32>,
+    /// The one note index, shared by every core and every incarnation
+    /// (each shard reads it through its own view).
+    pub index: Arc<SharedIndex>,
     pub recovered_log_bytes: u64,
     pub started: Instant,
     pub cluster: Arc<ClusterShared>,
@@ -109,6 +111,12 @@ pub struct CoreSlot {
     /// Restarts and the last failure, written by the watchdog and read by
     /// `/_status`: never touched on the request path.
     pub supervision: Mutex<Supervision>,
+    /// The lowest segment number of this core that may hold a durable note
+    /// missing from the index (a crash between the log and the index): the
+    /// first segment of the oldest incarnation whose notes were not yet
+    /// rescanned. A successor rescans from here (`tasks::run`), then sets
+    /// it to its own first segment.
+    pub unindexed_from_segment: AtomicU32,
 }
 
 impl CoreSlot {
@@ -117,6 +125,7 @@ impl CoreSlot {
             segment_numbers: Arc::new(SegmentNumbers::new(next_segment)),
             fault: FaultCell::default(),
             supervision: Mutex::default(),
+            unindexed_from_segment: AtomicU32::new(next_segment),
         }
     }
 }
@@ -216,8 +225,8 @@ impl Signal {
 }
 
 impl Shard {
-    /// The state of a new incarnation serving `incarnation.core`, starting
-    /// from `index`.
+    /// The state of a new incarnation serving `incarnation.core`, reading
+    /// the shared index through `index`.
     pub(super) fn new(
         shared: Arc<Shared>,
         incarnation: Arc<Incarnation>,
@@ -313,12 +322,17 @@ impl Shard {
     }
 
     /// Makes notes received from a peer durable in this core's log, then
-    /// indexes them here and on every other core.
+    /// indexes them (one insert for the batch) and passes the new ones on.
     pub async fn store_replicated(&self, notes: Vec<NoteRef>) -> Result<(), WriteError> {
         let payloads: Vec<&[u8]> = notes.iter().map(|r| r.payload()).collect();
         self.writer.append_all(&payloads).await?;
-        for note_ref in notes {
-            self.publish(note_ref).await;
+        let mut fresh: Vec<NoteRef> = Vec::with_capacity(notes.len());
+        self.shared
+            .index
+            .insert_all(&notes, |r| fresh.push(r.clone()));
+        self.refresh_index();
+        for note_ref in fresh {
+            self.announce(note_ref).await;
         }
         Ok(())
     }
@@ -388,17 +402,22 @@ impl Shard {
         &self.api
     }
 
-    /// Adds a durable note to this core's index and, if it is new here,
-    /// pushes it onto this core's feed (live subscribers, and replication on
-    /// core 0, follow it). Every note reaches a core's index through this
-    /// function, whichever way it arrived (written here, on another core,
-    /// or on a peer). Returns false if the note was already indexed.
-    pub fn index_note(&self, note_ref: NoteRef) -> bool {
-        let inserted = self.index.borrow_mut().insert(note_ref.clone());
-        if inserted {
-            self.feed.push(note_ref);
-        }
-        inserted
+    /// Moves this core's view of the index to the newest version (one
+    /// atomic load when nothing changed).
+    #[inline]
+    pub fn refresh_index(&self) {
+        self.index.borrow_mut().refresh();
+    }
+
+    /// A note another core inserted in the index reached this core (taken
+    /// from its inbox): the view is refreshed (the inserting core published
+    /// the version holding the note before it queued it), then the note goes
+    /// onto this core's feed (live subscribers, and replication on core 0,
+    /// follow it, and read the index when woken). Costs one atomic load
+    /// besides the feed push when the version did not change.
+    pub fn note_arrived(&self, note_ref: NoteRef) {
+        self.refresh_index();
+        self.feed.push(note_ref);
     }
 
     /// Before a handler waits: gives an empty write buffer from this core's
@@ -517,11 +536,12 @@ impl Shard {
         }
     }
 
-    /// Indexes the notes other cores have queued for this one, now: notes
-    /// do not wake a core (see `inbox.rs`), so this runs before every request
-    /// is routed, and a request sent after a note was acknowledged through
-    /// any core finds it here. Other messages popped meanwhile go to the
-    /// inbox task. Costs one load of the queue's ends when it is empty.
+    /// Takes the notes other cores have queued for this one, now, and
+    /// refreshes this core's view of the index: notes do not wake a core
+    /// (see `inbox.rs`), so this runs before every request is routed, and a
+    /// request sent after a note was acknowledged through any core finds it
+    /// here. Other messages popped meanwhile go to the inbox task. Costs one
+    /// load of the queue's ends when it is empty.
     pub fn index_queued_notes(&self) {
         let inbox = &self.shared.inboxes[self.id];
         if inbox.is_empty() || !self.incarnation.lease.still_held() {
@@ -533,7 +553,7 @@ impl Shard {
         for _ in 0..inbox.len() {
             match inbox.try_recv() {
                 Some(CoreMsg::Note(note_ref)) => {
-                    self.index_note(note_ref);
+                    self.note_arrived(note_ref);
                     received += 1;
                 }
                 Some(other) => {
@@ -551,18 +571,31 @@ impl Shard {
         }
     }
 
-    /// Indexes a durable note here and queues it for every other core.
+    /// Inserts a durable note in the shared index (visible to this core at
+    /// once, and to every other core once it refreshes) and, if it is new,
+    /// passes it on (`announce`).
     pub async fn publish(&self, note_ref: NoteRef) {
-        self.index_note(note_ref.clone());
+        let inserted = self.shared.index.insert(&note_ref);
+        self.refresh_index();
+        if inserted {
+            self.announce(note_ref).await;
+        }
+    }
+
+    /// Pushes a note this core just inserted in the index onto this core's
+    /// feed and queues it for every other core: they refresh their view and
+    /// push it onto their feeds when they take it (`note_arrived`).
+    pub async fn announce(&self, note_ref: NoteRef) {
+        self.feed.push(note_ref.clone());
         for (core, inbox) in self.shared.inboxes.iter().enumerate() {
             if core != self.id {
                 inbox.send(CoreMsg::Note(note_ref.clone())).await;
             }
         }
         if !self.incarnation.lease.still_held() {
-            // Replaced while this note was being written: the successor may
-            // have rebuilt its index before the note was durable. It reads
-            // this core's inbox, so the note reaches it there.
+            // Replaced while this note was being written: the note is in the
+            // index, but this incarnation's feed goes with it. The successor
+            // reads this core's inbox, so the note reaches its feed there.
             self.shared.inboxes[self.id]
                 .send(CoreMsg::Note(note_ref))
                 .await;

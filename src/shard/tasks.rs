@@ -21,6 +21,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use super::incarnation::{ExitReason, Incarnation, Report, SocketRegistry};
 use super::state::{Shard, Shared, Stop};
 use crate::cluster::Cluster;
 use crate::fault::FaultKind;
+use crate::store::index::NoteRef;
 use crate::store::note::Origin;
 use crate::store::recovery;
 
@@ -99,37 +101,54 @@ pub async fn run(
         node: shared.node.id,
         core: id as u16,
     };
-    let mut index = shared.recovered.thaw();
+    let slot = &shared.cores[id];
+    // Every segment this incarnation's writer opens is numbered this or above.
+    let first_own_segment = slot.segment_numbers.peek();
+    let mut found: Vec<NoteRef> = Vec::new();
     if incarnation.generation > 0 {
-        // A restart: the index as found at start-up, plus everything
-        // written since, read back from the log. Notes that become durable
-        // while this runs reach the index through the inbox, which other
+        // A restart: the index is shared and whole, except for notes a
+        // failed incarnation of this core made durable but did not index (a
+        // crash in between). Only its own segments can hold those. Notes
+        // that become durable while this runs reach the index through their
+        // writers, and this core's feed through its inbox, which other
         // cores (and a replaced predecessor) keep filling meanwhile.
-        match recovery::rescan_since(&shared.data_dir, &shared.next_segment_by_core, &mut index) {
-            Ok(report) => tracing::info!(
-                core = id,
-                generation = incarnation.generation,
-                segments = report.segments,
-                records = report.records,
-                notes = index.len(),
-                elapsed_ms = report.elapsed_ms,
-                "rebuilt the index of a restarted shard from the log"
-            ),
+        let from = slot.unindexed_from_segment.load(Ordering::Acquire);
+        match recovery::rescan_core_since(&shared.data_dir, id as u16, from, &shared.index) {
+            Ok((report, notes)) => {
+                tracing::info!(
+                    core = id,
+                    generation = incarnation.generation,
+                    from_segment = from,
+                    segments = report.segments,
+                    records = report.records,
+                    unindexed = notes.len(),
+                    elapsed_ms = report.elapsed_ms,
+                    "rescanned a restarted shard's own segments for notes missing from the index"
+                );
+                found = notes;
+            }
             Err(e) => {
                 // SAFETY: the listener was handed to this shard, which has
                 // not adopted it; nobody else closes it.
                 incarnation.sockets.release_listener(listener_fd);
                 unsafe { libc::close(listener_fd) };
-                return ExitReason::Crashed(format!("cannot rebuild the index from the log: {e}"));
+                return ExitReason::Crashed(format!("cannot rescan the core's log: {e}"));
             }
         }
     }
+    slot.unindexed_from_segment
+        .store(first_own_segment, Ordering::Release);
+    let index = shared.index.view();
     // Never reuse a number that is in the log already.
     incarnation.lease.raise_floor(index.seq_max(origin));
     let shard = Shard::new(shared, incarnation, index);
     if shard.generation() > 0 {
         // The predecessor's connections are gone (or no longer counted here).
         shard.metrics().reset_for_restart();
+    }
+    // Notes the rescan put in the index: every other core's feed gets them.
+    for note_ref in found {
+        shard.announce(note_ref).await;
     }
 
     let tasks = [
@@ -358,15 +377,15 @@ async fn hard_stop(shard: &Rc<Shard>) {
     }
 }
 
-/// Indexes the notes other cores queue for this one.
+/// Takes the messages other cores queue for this one: notes (already in
+/// the shared index: the view is refreshed and the note goes onto this
+/// core's feed) and everything else.
 ///
 /// The queue belongs to the core, not to this incarnation: after a restart
 /// the successor consumes the same queue, so nothing queued meanwhile is
-/// lost. A replaced incarnation must not eat its successor's notes: after
-/// taking a batch it checks its lease (an RMW, see `store/lease.rs`); if
-/// fenced, it puts the batch back and ends. If the check passes, the fence
-/// (and the successor's rescan of the log, which follows it) comes after:
-/// those notes, durable before they were queued, are in the rescan.
+/// lost. A replaced incarnation must not eat its successor's messages:
+/// after taking a batch it checks its lease (an RMW, see `store/lease.rs`);
+/// if fenced, it puts the batch back and ends.
 async fn run_inbox(shard: Rc<Shard>) {
     let inbox = &shard.shared.inboxes[shard.id];
     // However this task ends (returns, panics, is cancelled), its waker
@@ -407,7 +426,7 @@ async fn run_inbox(shard: Rc<Shard>) {
             for msg in batch.drain(..) {
                 match msg {
                     CoreMsg::Note(note_ref) => {
-                        shard.index_note(note_ref);
+                        shard.note_arrived(note_ref);
                         received += 1;
                     }
                     CoreMsg::Replicated => shard.wake_replication_waiters(),

@@ -1,40 +1,74 @@
-//! The in-memory index of notes, one copy per core.
+//! The in-memory index of notes: one index, shared by every core.
 //!
-//! Each core owns an [`Index`] and is the only thread that touches it, so the
-//! read path takes no lock and shares no cache line with another core. The
-//! note bytes themselves are not copied per core: they live in reference-
-//! counted chunks (a whole recovered segment, or one record written since
-//! start-up) that every core's index shares.
-//!
-//! Memory is the design constraint: an index holds millions of notes, once
-//! per core. An entry is one thin pointer (8 bytes) to a record in memory
-//! (`length | crc | payload`, the log's own framing, so the length is found
-//! next to the bytes), kept twice:
-//! - `by_order`: a vector sorted by (creation time, id), newest last; notes
-//!   nearly always arrive in order, so an insert is usually a push;
-//! - `streams`: per origin stream, a vector indexed by sequence number
-//!   (streams are dense: each is written by one core in order), which
+//! Every page shows all notes, so every core must be able to read every
+//! note without asking another core. Before issue 20 each core kept its own
+//! copy of the index (16 bytes per note per core); now there is one
+//! [`SharedIndex`] per process, and each core reads it through its own
+//! [`Index`] view. Memory per note no longer depends on the core count:
+//! - the record bytes (`length | crc | payload`, the log's own framing), in
+//!   reference-counted chunks: a whole recovered segment, or one record per
+//!   note written since start-up; kept alive by the index's owner list;
+//! - one thin pointer (8 bytes) in the time order (`order.rs`): chunks of
+//!   entries sorted by (creation time, id), newest last;
+//! - one thin pointer (8 bytes) in its origin stream's slot array
+//!   (`streams.rs`), indexed by sequence number (streams are dense), which
 //!   answers lookups by id and replication's "notes of this origin after
-//!   seq N" in O(1).
+//!   seq N".
 //!
-//! That is 16 bytes per note per core, plus the shared record bytes.
+//! **Readers** (any core, any number) take no lock and write nothing
+//! shared: a core's [`Index`] holds an `Arc` of one immutable [`Version`]
+//! (the spine of the order, the open chunk, the map of origins) and reads
+//! through it: slots are loaded with `Acquire` and bounded by fill counts,
+//! never by anything a reader stores. A reader sees a version's notes plus
+//! any appended in place since (below). [`Index::refresh`] moves a view to
+//! the newest version: one `Acquire` load of `current_number` when nothing
+//! changed, an `ArcSwap` load otherwise. A shard refreshes its view after
+//! it inserts a note and whenever it takes notes out of its inbox (before
+//! it routes the next request), which is what keeps the promise that a note
+//! acknowledged on any core is visible to the next request on every core.
 //!
-//! The index also keeps a [`Digest`] of the set of notes it holds (their
-//! count and a sum of a hash of each id), updated on every insert: equal on
-//! every core and every node that holds the same notes, whatever order they
-//! arrived in, and different as soon as one holds a note the other lacks.
-//! The HTTP layer derives its entity tags from it (`api/representation.rs`).
+//! **Writers** (whichever core made a note durable: its own notes, core 0
+//! for replicated ones, a restarted shard for its rescan) serialize on one
+//! `Mutex`, held for the insert only (no await, no I/O inside). An insert
+//! checks the id against the streams (duplicates are ignored), stores the
+//! entry in its stream's slot, and
+//! - for a note newer than every note held (nearly all of them): appends
+//!   it to the open chunk in place: a slot store and a `Release` store of
+//!   the fill. No new version: every view already holding the current
+//!   version sees it at once;
+//! - for a late note, a full open chunk, a new origin or a far-out
+//!   sequence number: builds a new version by copy-on-write of the affected
+//!   chunk, group, spine or origin map (`order.rs`) and publishes it
+//!   (`ArcSwap` store, then `current_number` with `Release`). Views still
+//!   holding the old version keep reading it unchanged until they refresh.
 //!
-//! Safety: an [`Entry`] points into a chunk that the same index keeps alive
-//! in `owners`, and chunks are never mutated, so an entry is valid for as
-//! long as the index that holds it (clones hold the owners too).
+//! Invariants: an entry points into a record chunk held by the index's
+//! owner list, and record chunks are never mutated, so an entry is valid as
+//! long as the `SharedIndex` is (every [`Index`] view holds it); a slot that
+//! a published version lets readers see is never written again (slots of
+//! the order are written only past the fill, slots of a stream only from
+//! null); every note is in exactly one order slot of the current version
+//! and one stream slot (or sparse map entry).
+//!
+//! Recovery builds the index in bulk ([`IndexBuilder`]): entries collected
+//! in log order, sorted once if the log was not already in time order, then
+//! cut into full chunks.
+
+mod order;
+mod streams;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
+use self::order::Order;
+use self::streams::Stream;
 use super::note::{self, ArchivedNote, Note, NoteId, Origin};
 use super::record::{self, RECORD_HEADER_BYTES};
 
@@ -148,16 +182,32 @@ impl std::fmt::Debug for NoteRef {
     }
 }
 
+/// The order of notes: (creation time, id).
+type Key = (u64, NoteId);
+
 /// A thin pointer to a validated record owned by the index holding it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Entry(NonNull<u8>);
 
+// SAFETY: an entry points at immutable, validated bytes that the
+// `SharedIndex` holding the entry keeps alive (its owner list); reading them
+// from any thread is sound while that index lives, which every holder of an
+// entry guarantees (see the module doc).
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
+
 impl Entry {
+    #[inline]
     fn view<'a>(self) -> NoteView<'a> {
         NoteView {
             record: self.0,
             _index: std::marker::PhantomData,
         }
+    }
+
+    #[inline]
+    fn key(self) -> Key {
+        self.view().key()
     }
 }
 
@@ -187,118 +237,127 @@ impl<'a> NoteView<'a> {
         unsafe { note::access_trusted(self.payload()) }
     }
 
-    fn key(&self) -> (u64, NoteId) {
+    fn key(&self) -> Key {
         let n = self.note();
         (n.created_at_us(), n.id())
     }
 }
 
-/// Sequence gaps a stream vector may open before far-out sequence numbers
-/// go to the sparse map instead (bounds memory against absurd sequences).
-const STREAM_GAP_MAX: u64 = 1 << 16;
-
-/// One origin's notes by sequence number.
-#[derive(Clone, Default)]
-struct Stream {
-    /// Sequence number of `dense[0]`.
-    base: u64,
-    dense: Vec<Option<Entry>>,
-    /// Notes too far beyond `dense` (only after a huge gap).
-    sparse: std::collections::BTreeMap<u64, Entry>,
-    seq_max: u64,
+/// One origin's notes by sequence number, as of one version: the slot array
+/// (shared by every version, see `streams.rs`) and the far-out numbers.
+#[derive(Clone)]
+struct OriginStreams {
+    dense: Arc<Stream>,
+    /// Sequence numbers that do not fit the slot array (rare: only after a
+    /// huge gap); immutable, replaced by a copy when one is added.
+    sparse: Option<Arc<BTreeMap<u64, Entry>>>,
 }
 
-impl Stream {
+impl OriginStreams {
+    fn new() -> OriginStreams {
+        OriginStreams {
+            dense: Arc::new(Stream::new()),
+            sparse: None,
+        }
+    }
+
+    #[inline]
     fn get(&self, seq: u64) -> Option<Entry> {
-        if seq >= self.base && seq - self.base < self.dense.len() as u64 {
-            return self.dense[(seq - self.base) as usize];
+        match self.dense.get(seq) {
+            Some(e) => Some(e),
+            None => self.sparse.as_ref()?.get(&seq).copied(),
         }
-        self.sparse.get(&seq).copied()
     }
 
-    fn dense_end(&self) -> u64 {
-        self.base + self.dense.len() as u64
-    }
-
-    fn put(&mut self, seq: u64, e: Entry) {
-        self.seq_max = self.seq_max.max(seq);
-        if self.dense.is_empty() {
-            self.base = seq;
-        }
-        if seq < self.base {
-            if self.base - seq > STREAM_GAP_MAX {
-                self.sparse.insert(seq, e);
-                return;
-            }
-            let mut v = vec![None; (self.base - seq) as usize];
-            v.append(&mut self.dense);
-            self.dense = v;
-            self.base = seq;
-        } else if seq >= self.dense_end() {
-            if seq - self.dense_end() > STREAM_GAP_MAX {
-                self.sparse.insert(seq, e);
-                return;
-            }
-            self.dense.resize((seq - self.base) as usize + 1, None);
-        }
-        self.dense[(seq - self.base) as usize] = Some(e);
-        self.absorb_sparse();
-    }
-
-    /// Keeps the invariant that `sparse` holds nothing inside the dense range.
-    fn absorb_sparse(&mut self) {
-        if self.sparse.is_empty() {
-            return;
-        }
-        let inside: Vec<u64> = self
+    /// Entries with a sequence number at or above `from`, in order (a
+    /// number is in the slots or in the sparse map, never both).
+    fn from_seq(&self, from: u64) -> impl Iterator<Item = (u64, Entry)> + '_ {
+        let sparse = self
             .sparse
-            .range(self.base..self.dense_end())
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in inside {
-            if let Some(e) = self.sparse.remove(&seq) {
-                self.dense[(seq - self.base) as usize] = Some(e);
-            }
+            .iter()
+            .flat_map(move |m| m.range(from..))
+            .map(|(s, e)| (*s, *e));
+        MergeBySeq {
+            a: self.dense.dense_range(from, u64::MAX).peekable(),
+            b: sparse.peekable(),
         }
     }
 
-    /// The sequence numbers present, in order (for `Index::holes`).
-    fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
-        let below = self.sparse.range(..self.base).map(|(s, _)| *s);
-        let dense = (self.base..)
-            .zip(&self.dense)
-            .filter(|(_, e)| e.is_some())
-            .map(|(s, _)| s);
-        let beyond = self.sparse.range(self.dense_end()..).map(|(s, _)| *s);
-        below.chain(dense).chain(beyond)
-    }
-
-    /// Entries with a sequence number above `seq`, in sequence order.
-    fn after(&self, seq: u64) -> impl Iterator<Item = Entry> + '_ {
-        let lo = seq.saturating_add(1);
-        let below = self.sparse.range(lo..self.base.max(lo)).map(|(_, e)| *e);
-        let start = (lo.max(self.base) - self.base).min(self.dense.len() as u64) as usize;
-        let dense = self.dense[start..].iter().flatten().copied();
-        let beyond = self
+    /// Entries with a sequence number above `seq`, in order.
+    fn after(&self, seq: u64) -> impl Iterator<Item = (u64, Entry)> + '_ {
+        let dense_from = seq.saturating_add(1);
+        let dense_end = if seq == u64::MAX { 0 } else { u64::MAX };
+        let sparse = self
             .sparse
-            .range(self.dense_end().max(lo)..)
-            .map(|(_, e)| *e);
-        below.chain(dense).chain(beyond)
+            .iter()
+            .flat_map(move |m| m.range((Bound::Excluded(seq), Bound::Unbounded)))
+            .map(|(s, e)| (*s, *e));
+        MergeBySeq {
+            a: self.dense.dense_range(dense_from, dense_end).peekable(),
+            b: sparse.peekable(),
+        }
     }
 }
 
-/// One core's view of all notes.
-#[derive(Clone, Default)]
-pub struct Index {
-    /// Sorted by (creation time, id), oldest first.
-    by_order: Vec<Entry>,
-    streams: FxHashMap<Origin, Stream>,
-    /// The chunks every entry points into (kept alive here).
+/// Two runs of (sequence number, entry), each in order, merged.
+struct MergeBySeq<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for MergeBySeq<A, B>
+where
+    A: Iterator<Item = (u64, Entry)>,
+    B: Iterator<Item = (u64, Entry)>,
+{
+    type Item = (u64, Entry);
+
+    fn next(&mut self) -> Option<(u64, Entry)> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) if y.0 < x.0 => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
+}
+
+type Origins = FxHashMap<Origin, OriginStreams>;
+
+/// One immutable version of the index's structure: what a reader holds.
+/// Appends in place to `order`'s open chunk and stores into the streams'
+/// slot arrays are the only changes a reader of a version may see (both
+/// only make notes appear).
+pub struct Version {
+    /// Increases by one per published version.
+    number: u64,
+    order: Order,
+    origins: Arc<Origins>,
+}
+
+/// The one index of a process (see the module doc).
+pub struct SharedIndex {
+    /// The writers' side; readers never touch it.
+    writer: Mutex<Writer>,
+    /// The newest version, for views to refresh to.
+    current: ArcSwap<Version>,
+    /// `current`'s number, stored after it: a view compares this before it
+    /// touches `current`.
+    current_number: AtomicU64,
+    /// Total UTF-8 bytes of all note texts.
+    text_bytes: AtomicU64,
+    /// Which notes are held; stored after they are visible.
+    digest: DigestCell,
+}
+
+struct Writer {
+    /// Equal to `current` (the writer's own reference).
+    version: Arc<Version>,
+    /// The record chunks every entry points into (kept alive here).
     owners: Vec<Arc<[u8]>>,
-    len: usize,
-    text_bytes: u64,
-    /// Sum (wrapping) of [`id_hash`] over every note held.
-    id_sum: u64,
+    /// Scratch: the late notes of one insert call.
+    late: Vec<Entry>,
+    /// What `SharedIndex::digest` will say once this insert call is done.
+    digest: Digest,
 }
 
 /// What set of notes an index holds, in 16 bytes.
@@ -327,87 +386,314 @@ pub fn id_hash(id: &NoteId) -> u64 {
     mix(mix(origin.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ id.seq)
 }
 
-// SAFETY: entries are pointers into immutable chunks owned (through `Arc`)
-// by the same index; moving or sharing the index moves or shares those
-// owners with it, and nothing mutates the pointed-to bytes.
-unsafe impl Send for Index {}
-unsafe impl Sync for Index {}
+/// The shared index's [`Digest`], written by the writer (under its lock)
+/// and read by any core without one: a sequence lock, so a reader never
+/// sees the count of one set with the sum of another.
+#[derive(Default)]
+struct DigestCell {
+    /// Odd while a write is under way.
+    seq: AtomicU64,
+    notes: AtomicU64,
+    id_sum: AtomicU64,
+}
 
-impl Index {
-    pub fn new() -> Index {
-        Index::default()
+impl DigestCell {
+    fn new(digest: Digest) -> DigestCell {
+        DigestCell {
+            seq: AtomicU64::new(0),
+            notes: AtomicU64::new(digest.notes),
+            id_sum: AtomicU64::new(digest.id_sum),
+        }
     }
 
-    /// Adds a note; returns false (and changes nothing) if its id is known.
-    pub fn insert(&mut self, note_ref: NoteRef) -> bool {
+    /// Only under the writer lock (one writer at a time).
+    fn store(&self, digest: Digest) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.notes.store(digest.notes, Ordering::Relaxed);
+        self.id_sum.store(digest.id_sum, Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    fn load(&self) -> Digest {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            let digest = Digest {
+                notes: self.notes.load(Ordering::Relaxed),
+                id_sum: self.id_sum.load(Ordering::Relaxed),
+            };
+            fence(Ordering::Acquire);
+            if before % 2 == 0 && self.seq.load(Ordering::Relaxed) == before {
+                return digest;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// What one insert call changed that needs a new version.
+#[derive(Default)]
+struct Changes {
+    order: Option<Order>,
+    origins: Option<Origins>,
+}
+
+impl SharedIndex {
+    /// An empty index.
+    pub fn new() -> Arc<SharedIndex> {
+        SharedIndex::from_parts(
+            Order::new(),
+            Origins::default(),
+            Vec::new(),
+            0,
+            Digest::default(),
+        )
+    }
+
+    fn from_parts(
+        order: Order,
+        origins: Origins,
+        owners: Vec<Arc<[u8]>>,
+        text_bytes: u64,
+        digest: Digest,
+    ) -> Arc<SharedIndex> {
+        let version = Arc::new(Version {
+            number: 0,
+            order,
+            origins: Arc::new(origins),
+        });
+        Arc::new(SharedIndex {
+            current: ArcSwap::new(Arc::clone(&version)),
+            writer: Mutex::new(Writer {
+                version,
+                owners,
+                late: Vec::new(),
+                digest,
+            }),
+            current_number: AtomicU64::new(0),
+            text_bytes: AtomicU64::new(text_bytes),
+            digest: DigestCell::new(digest),
+        })
+    }
+
+    /// A view of the newest version, for one core.
+    pub fn view(self: &Arc<SharedIndex>) -> Index {
+        Index {
+            version: self.current.load_full(),
+            shared: Arc::clone(self),
+        }
+    }
+
+    /// Notes held (in the newest version).
+    pub fn len(&self) -> usize {
+        self.current.load().order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a durable note; returns false (and changes nothing) if its id
+    /// is known. Visible to every view once this returns (after a refresh
+    /// for a view of an older version).
+    pub fn insert(&self, note_ref: &NoteRef) -> bool {
+        self.insert_all(std::slice::from_ref(note_ref), |_| {}) == 1
+    }
+
+    /// Adds durable notes in one go (one lock, at most one new version);
+    /// calls `inserted` for each that was new. Returns how many were.
+    pub fn insert_all(&self, notes: &[NoteRef], mut inserted: impl FnMut(&NoteRef)) -> usize {
+        // A panic under the lock is a bug in this file; the state it leaves
+        // is still readable (every store is a whole entry), so carry on.
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = &mut *writer;
+        let mut changes = Changes::default();
+        let mut added = 0;
+        for note_ref in notes {
+            if self.add(writer, &mut changes, note_ref) {
+                inserted(note_ref);
+                added += 1;
+            }
+        }
+        if !writer.late.is_empty() {
+            writer.late.sort_unstable_by_key(|e| e.key());
+            let order = changes.order.as_ref().unwrap_or(&writer.version.order);
+            changes.order = Some(order.with_late(&writer.late));
+            writer.late.clear();
+        }
+        if changes.order.is_some() || changes.origins.is_some() {
+            let version = Arc::new(Version {
+                number: writer.version.number + 1,
+                order: changes
+                    .order
+                    .unwrap_or_else(|| writer.version.order.clone()),
+                origins: changes
+                    .origins
+                    .map_or_else(|| Arc::clone(&writer.version.origins), Arc::new),
+            });
+            self.current.store(Arc::clone(&version));
+            self.current_number.store(version.number, Ordering::Release);
+            writer.version = version;
+        }
+        if added > 0 {
+            // After the notes are visible (see the module doc).
+            self.digest.store(writer.digest);
+        }
+        added
+    }
+
+    /// One note of an insert call (see `insert_all`).
+    fn add(&self, writer: &mut Writer, changes: &mut Changes, note_ref: &NoteRef) -> bool {
         let note = note_ref.note();
         let id = note.id();
-        if self.contains(&id) {
-            return false;
-        }
-        let key = (note.created_at_us(), id);
-        self.text_bytes += note.text().len() as u64;
         let entry = note_ref.entry();
-        if !self
+        let origins = changes.origins.as_ref().unwrap_or(&writer.version.origins);
+        match origins.get(&id.origin) {
+            Some(streams) if streams.get(id.seq).is_some() => return false,
+            Some(streams) if streams.dense.fits_dense(id.seq) => {
+                streams.dense.put(id.seq, entry);
+            }
+            _ => {
+                // A new origin or a far-out number: the origin map changes.
+                let origins = changes
+                    .origins
+                    .get_or_insert_with(|| (*writer.version.origins).clone());
+                put_stream(origins, id, entry);
+            }
+        }
+        if !writer
             .owners
             .last()
             .is_some_and(|o| Arc::ptr_eq(o, &note_ref.chunk))
         {
-            self.owners.push(Arc::clone(&note_ref.chunk));
+            writer.owners.push(Arc::clone(&note_ref.chunk));
         }
-        self.streams
-            .entry(id.origin)
-            .or_default()
-            .put(id.seq, entry);
-        match self.by_order.last() {
-            Some(last) if last.view().key() > key => {
-                let at = insertion_point_near_end(&self.by_order, &key);
-                self.by_order.insert(at, entry);
+        self.text_bytes
+            .fetch_add(note.text().len() as u64, Ordering::Relaxed);
+        writer.digest.notes += 1;
+        writer.digest.id_sum = writer.digest.id_sum.wrapping_add(id_hash(&id));
+        let order = changes.order.as_ref().unwrap_or(&writer.version.order);
+        let key = (note.created_at_us(), id);
+        if order.last().is_none_or(|last| last.key() < key) {
+            if order.append(entry) {
+                changes.order = Some(order.sealed());
             }
-            _ => self.by_order.push(entry),
+        } else {
+            writer.late.push(entry);
         }
-        self.len += 1;
-        self.id_sum = self.id_sum.wrapping_add(id_hash(&id));
+        true
+    }
+}
+
+/// Stores `entry` in its origin's streams, adding the origin if new (the
+/// slow path: `origins` is the caller's own copy).
+fn put_stream(origins: &mut Origins, id: NoteId, entry: Entry) {
+    let streams = origins.entry(id.origin).or_insert_with(OriginStreams::new);
+    debug_assert!(streams.get(id.seq).is_none());
+    if streams.dense.fits_dense(id.seq) {
+        streams.dense.put(id.seq, entry);
+    } else {
+        Arc::make_mut(streams.sparse.get_or_insert_default()).insert(id.seq, entry);
+        streams.dense.raise_seq_max(id.seq);
+    }
+}
+
+/// One core's view of all notes: the shared index, read through the
+/// version this core last refreshed to (see the module doc). Cloning a
+/// view is cheap and gives another view of the same index.
+#[derive(Clone)]
+pub struct Index {
+    shared: Arc<SharedIndex>,
+    version: Arc<Version>,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index::new()
+    }
+}
+
+impl Index {
+    /// A view of a new, empty index of its own.
+    pub fn new() -> Index {
+        SharedIndex::new().view()
+    }
+
+    /// The index this is a view of.
+    pub fn shared(&self) -> &Arc<SharedIndex> {
+        &self.shared
+    }
+
+    /// Moves this view to the newest version; true if it changed. One
+    /// `Acquire` load when nothing did.
+    #[inline]
+    pub fn refresh(&mut self) -> bool {
+        if self.shared.current_number.load(Ordering::Acquire) == self.version.number {
+            return false;
+        }
+        self.version = self.shared.current.load_full();
         true
     }
 
-    /// Which notes this index holds (see [`Digest`]).
-    pub fn digest(&self) -> Digest {
-        Digest {
-            notes: self.len as u64,
-            id_sum: self.id_sum,
-        }
+    /// Adds a note to the shared index and refreshes this view; returns
+    /// false (and changes nothing) if its id is known.
+    pub fn insert(&mut self, note_ref: NoteRef) -> bool {
+        let inserted = self.shared.insert(&note_ref);
+        self.refresh();
+        inserted
     }
 
+    #[inline]
     pub fn get(&self, id: &NoteId) -> Option<NoteView<'_>> {
-        self.streams.get(&id.origin)?.get(id.seq).map(Entry::view)
+        self.version
+            .origins
+            .get(&id.origin)?
+            .get(id.seq)
+            .map(Entry::view)
     }
 
     pub fn contains(&self, id: &NoteId) -> bool {
         self.get(id).is_some()
     }
 
+    /// Notes in this view's time order.
+    #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.version.order.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Total UTF-8 bytes of all note texts.
     pub fn text_bytes(&self) -> u64 {
-        self.text_bytes
+        self.shared.text_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Which notes the index holds (see [`Digest`]). Read it before reading
+    /// the notes a response shows: they are then at least the ones it names.
+    pub fn digest(&self) -> Digest {
+        self.shared.digest.load()
     }
 
     /// The highest sequence number seen from an origin stream (0 if none).
     pub fn seq_max(&self, origin: Origin) -> u64 {
-        self.streams.get(&origin).map_or(0, |s| s.seq_max)
+        self.version
+            .origins
+            .get(&origin)
+            .map_or(0, |s| s.dense.seq_max())
     }
 
     /// The version vector: the highest sequence number held per origin.
     pub fn vector(&self) -> Vec<(Origin, u64)> {
-        let mut v: Vec<(Origin, u64)> = self.streams.iter().map(|(o, s)| (*o, s.seq_max)).collect();
+        let mut v: Vec<(Origin, u64)> = self
+            .version
+            .origins
+            .iter()
+            .map(|(o, s)| (*o, s.dense.seq_max()))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -419,11 +705,12 @@ impl Index {
         origin: Origin,
         seq: u64,
     ) -> impl Iterator<Item = NoteView<'_>> + '_ {
-        self.streams
+        self.version
+            .origins
             .get(&origin)
             .into_iter()
             .flat_map(move |s| s.after(seq))
-            .map(Entry::view)
+            .map(|(_, e)| e.view())
     }
 
     /// The sequence numbers of one origin stream below its highest that
@@ -434,11 +721,11 @@ impl Index {
     /// run on connect only, never on the request path.
     pub fn holes(&self, origin: Origin, ranges_max: usize) -> Vec<(u64, u64)> {
         let mut holes = Vec::new();
-        let Some(stream) = self.streams.get(&origin) else {
+        let Some(streams) = self.version.origins.get(&origin) else {
             return holes;
         };
         let mut expected = 1u64;
-        for seq in stream.seqs() {
+        for (seq, _) in streams.from_seq(0) {
             if holes.len() >= ranges_max {
                 break;
             }
@@ -456,101 +743,111 @@ impl Index {
         &self,
         before: Option<&NoteId>,
     ) -> Option<impl Iterator<Item = NoteView<'_>> + '_> {
-        let end = match before {
-            Some(id) => {
-                let key = self.get(id)?.key();
-                self.by_order.partition_point(|e| e.view().key() < key)
-            }
-            None => self.by_order.len(),
+        let key = match before {
+            Some(id) => Some(self.get(id)?.key()),
+            None => None,
         };
-        Some(self.by_order[..end].iter().rev().map(|e| e.view()))
+        Some(self.version.order.newest(key.as_ref()).map(Entry::view))
     }
 }
 
-/// An index reduced to what rebuilding it takes: the notes in order and the
-/// chunks they live in, 8 bytes per note instead of 16.
-///
-/// The server keeps the index recovered at start-up for as long as it runs,
-/// so that a restarted shard starts from it without reading the whole log
-/// again; every shard's own index is a [`FrozenIndex::thaw`]ed copy. Kept
-/// whole, that copy cost as much memory as a shard's index (measured:
-/// 186 bytes per note of 100-byte text with 2 cores, 16 of them this copy).
-pub struct FrozenIndex {
-    by_order: Box<[Entry]>,
-    owners: Box<[Arc<[u8]>]>,
+/// Builds an index in bulk from the log at start-up: entries are collected
+/// in log order and sorted once at the end, if the log was not in time
+/// order already (a log written by several cores interleaves their
+/// streams). Inserting them one by one would copy chunks for every note
+/// that arrives late.
+#[derive(Default)]
+pub struct IndexBuilder {
+    entries: Vec<Entry>,
+    origins: Origins,
+    owners: Vec<Arc<[u8]>>,
     text_bytes: u64,
     id_sum: u64,
+    /// The newest key so far, while `entries` is in key order.
+    last_key: Option<Key>,
+    sorted: bool,
 }
 
-// SAFETY: as for `Index`: the entries point into the chunks in `owners`,
-// which are immutable and kept alive by this value.
-unsafe impl Send for FrozenIndex {}
-unsafe impl Sync for FrozenIndex {}
-
-impl Index {
-    /// Drops the per-stream vectors, keeping the order and the chunks.
-    pub fn freeze(self) -> FrozenIndex {
-        FrozenIndex {
-            by_order: self.by_order.into_boxed_slice(),
-            owners: self.owners.into_boxed_slice(),
-            text_bytes: self.text_bytes,
-            id_sum: self.id_sum,
+impl IndexBuilder {
+    pub fn new() -> IndexBuilder {
+        IndexBuilder {
+            sorted: true,
+            ..IndexBuilder::default()
         }
     }
-}
 
-impl FrozenIndex {
+    /// Adds a note; returns false (and changes nothing) if its id is known.
+    pub fn insert(&mut self, note_ref: NoteRef) -> bool {
+        let note = note_ref.note();
+        let id = note.id();
+        if self
+            .origins
+            .get(&id.origin)
+            .is_some_and(|s| s.get(id.seq).is_some())
+        {
+            return false;
+        }
+        let entry = note_ref.entry();
+        put_stream(&mut self.origins, id, entry);
+        self.text_bytes += note.text().len() as u64;
+        self.id_sum = self.id_sum.wrapping_add(id_hash(&id));
+        let key = (note.created_at_us(), id);
+        if self.sorted {
+            if self.last_key.is_some_and(|last| last > key) {
+                self.sorted = false;
+            } else {
+                self.last_key = Some(key);
+            }
+        }
+        self.entries.push(entry);
+        if !self
+            .owners
+            .last()
+            .is_some_and(|o| Arc::ptr_eq(o, &note_ref.chunk))
+        {
+            self.owners.push(note_ref.chunk);
+        }
+        true
+    }
+
     pub fn len(&self) -> usize {
-        self.by_order.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_order.is_empty()
+        self.entries.is_empty()
     }
 
-    /// A full index again: the order copied, the per-stream vectors rebuilt
-    /// in one pass over it (every entry is a distinct note: `insert` made
-    /// sure of that before freezing).
-    pub fn thaw(&self) -> Index {
-        let mut streams: FxHashMap<Origin, Stream> = FxHashMap::default();
-        for entry in self.by_order.iter() {
-            let id = entry.view().note().id();
-            streams.entry(id.origin).or_default().put(id.seq, *entry);
+    /// The index, and a first view of it.
+    pub fn finish(mut self) -> Index {
+        if !self.sorted {
+            // Sort by creation time alone (a plain integer key, no reads of
+            // the notes), then break ties by id: 16 bytes per note, freed here.
+            let entries = &self.entries;
+            let mut keyed: Vec<(u64, usize)> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.view().note().created_at_us(), i))
+                .collect();
+            keyed.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0).then_with(|| {
+                    entries[a.1]
+                        .view()
+                        .note()
+                        .id()
+                        .cmp(&entries[b.1].view().note().id())
+                })
+            });
+            let sorted: Vec<Entry> = keyed.into_iter().map(|(_, i)| entries[i]).collect();
+            self.entries = sorted;
         }
-        Index {
-            by_order: self.by_order.to_vec(),
-            streams,
-            owners: self.owners.to_vec(),
-            len: self.by_order.len(),
-            text_bytes: self.text_bytes,
+        debug_assert!(self.entries.windows(2).all(|w| w[0].key() < w[1].key()));
+        let order = Order::from_sorted(&self.entries);
+        let digest = Digest {
+            notes: self.entries.len() as u64,
             id_sum: self.id_sum,
-        }
-    }
-}
-
-/// Where `key` goes in `order` (sorted; its last key is greater than `key`).
-///
-/// A note that arrives out of order (written through another core or node
-/// a moment ago) belongs among the newest entries: gallop back from the end
-/// (1, 2, 4, ... entries) and binary-search only the last step. A plain
-/// binary search over the whole index reads about log2(n) notes scattered
-/// through memory, one cache miss each; measured in perf/scaling, that made
-/// the other core's insert of each note cost microseconds.
-fn insertion_point_near_end(order: &[Entry], key: &(u64, NoteId)) -> usize {
-    let below = |e: &Entry| e.view().key() < *key;
-    // Invariant: every key in order[hi..] is greater than `key`.
-    let mut hi = order.len() - 1;
-    let mut step = 1;
-    loop {
-        let probe = hi.saturating_sub(step);
-        if probe == 0 {
-            return order[..hi].partition_point(below);
-        }
-        if below(&order[probe]) {
-            return probe + 1 + order[probe + 1..hi].partition_point(below);
-        }
-        hi = probe;
-        step *= 2;
+        };
+        SharedIndex::from_parts(order, self.origins, self.owners, self.text_bytes, digest).view()
     }
 }
 
@@ -598,11 +895,14 @@ mod tests {
         third.insert(notes[1].clone());
         third.insert(note_ref(0, 3, 40, "d"));
         assert_ne!(third.digest(), one.digest());
-        let thawed = one.clone().freeze().thaw();
+        let mut built = IndexBuilder::new();
+        for n in &notes {
+            built.insert(n.clone());
+        }
         assert_eq!(
-            thawed.digest(),
+            built.finish().digest(),
             one.digest(),
-            "kept through freeze and thaw"
+            "recovery's bulk build agrees"
         );
     }
 
@@ -625,33 +925,6 @@ mod tests {
             .map(|r| r.note().text())
             .collect();
         assert_eq!(texts, ["a"]);
-    }
-
-    #[test]
-    fn a_thawed_index_equals_the_frozen_one() {
-        let mut index = Index::new();
-        for (core, seq, created) in [(0, 1, 10), (1, 1, 11), (0, 2, 12), (0, 4, 13), (1, 2, 9)] {
-            index.insert(note_ref(core, seq, created, "xy"));
-        }
-        let expected_order: Vec<_> = index.newest(None).unwrap().map(|v| v.note().id()).collect();
-        let o0 = Origin { node: 7, core: 0 };
-        let frozen = index.freeze();
-        assert_eq!(frozen.len(), 5);
-        let thawed = frozen.thaw();
-        let order: Vec<_> = thawed
-            .newest(None)
-            .unwrap()
-            .map(|v| v.note().id())
-            .collect();
-        assert_eq!(order, expected_order);
-        assert_eq!(thawed.len(), 5);
-        assert_eq!(thawed.text_bytes(), 10);
-        assert_eq!(thawed.seq_max(o0), 4);
-        assert_eq!(thawed.holes(o0, 10), [(3, 3)]);
-        let id = NoteId { origin: o0, seq: 2 };
-        assert_eq!(thawed.get(&id).map(|v| v.note().created_at_us()), Some(12));
-        // The frozen one stays usable: a second thaw (a second restart).
-        assert_eq!(frozen.thaw().len(), 5);
     }
 
     #[test]
@@ -798,5 +1071,209 @@ mod tests {
         let index = Index::new();
         let id = note_ref(0, 1, 10, "a").note().id();
         assert!(index.newest(Some(&id)).is_none());
+    }
+
+    /// The notes of `index`, newest first, by id.
+    fn ids(index: &Index) -> Vec<NoteId> {
+        index.newest(None).unwrap().map(|v| v.note().id()).collect()
+    }
+
+    /// A deterministic pseudo-random sequence (no dependency for tests).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+    }
+
+    #[test]
+    fn late_notes_at_every_depth_keep_order_and_lookups_against_a_model() {
+        // Tests use 4-entry chunks and 3-chunk groups, so a few hundred
+        // notes cross every seal, chunk split and group split.
+        let mut index = Index::new();
+        let mut model: std::collections::BTreeMap<(u64, NoteId), ()> = Default::default();
+        let mut rng = Lcg(7);
+        let mut seq_by_core = [0u64; 3];
+        for step in 0..600u64 {
+            let core = (rng.next() % 3) as u16;
+            seq_by_core[core as usize] += 1;
+            let seq = seq_by_core[core as usize];
+            // Mostly in order, sometimes far back.
+            let back = match rng.next() % 10 {
+                0 => rng.next() % (step + 1),
+                1..=3 => rng.next() % 8,
+                _ => 0,
+            };
+            let created = step.saturating_sub(back) * 10 + u64::from(core);
+            let r = note_ref(core, seq, created, "x");
+            let id = r.note().id();
+            assert!(index.insert(r));
+            model.insert((created, id), ());
+            if step % 37 == 0 {
+                let expected: Vec<NoteId> = model.keys().rev().map(|(_, id)| *id).collect();
+                assert_eq!(ids(&index), expected, "after {step} notes");
+                // Paging from any note gives the model's suffix.
+                let mid = expected[expected.len() / 2];
+                let after_mid: Vec<NoteId> = index
+                    .newest(Some(&mid))
+                    .unwrap()
+                    .map(|v| v.note().id())
+                    .collect();
+                assert_eq!(after_mid, expected[expected.len() / 2 + 1..]);
+            }
+        }
+        assert_eq!(index.len(), 600);
+        let expected: Vec<NoteId> = model.keys().rev().map(|(_, id)| *id).collect();
+        assert_eq!(ids(&index), expected);
+        for (_, id) in model.keys() {
+            assert_eq!(index.get(id).map(|v| v.note().id()), Some(*id));
+        }
+    }
+
+    #[test]
+    fn a_batch_with_late_notes_is_merged_once() {
+        let shared = SharedIndex::new();
+        let mut view = shared.view();
+        let first: Vec<NoteRef> = (1..=20).map(|s| note_ref(0, s, s * 10, "a")).collect();
+        assert_eq!(shared.insert_all(&first, |_| {}), 20);
+        // Another core's notes from the same time, and one duplicate.
+        let mut batch: Vec<NoteRef> = (1..=20).map(|s| note_ref(1, s, s * 10 + 5, "b")).collect();
+        batch.push(note_ref(0, 3, 30, "a"));
+        let mut new = Vec::new();
+        assert_eq!(shared.insert_all(&batch, |r| new.push(r.note().id())), 20);
+        assert_eq!(new.len(), 20);
+        assert!(view.refresh());
+        let created: Vec<u64> = view
+            .newest(None)
+            .unwrap()
+            .map(|v| v.note().created_at_us())
+            .collect();
+        let mut expected = created.clone();
+        expected.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(created, expected);
+        assert_eq!(view.len(), 40);
+    }
+
+    #[test]
+    fn an_old_view_stays_consistent_and_a_refresh_sees_everything() {
+        let shared = SharedIndex::new();
+        for s in 1..=10 {
+            assert!(shared.insert(&note_ref(0, s, s * 10, "x")));
+        }
+        let old = shared.view();
+        let before = ids(&old);
+        // Late notes replace chunks by copies; in-order ones may be appended
+        // in place to a chunk the old view can also see.
+        for s in 1..=10 {
+            shared.insert(&note_ref(1, s, s * 10 - 5, "y"));
+            shared.insert(&note_ref(2, s, 1000 + s, "z"));
+        }
+        let seen = ids(&old);
+        assert!(seen.len() >= before.len());
+        let mut dedup = seen.clone();
+        dedup.sort_unstable();
+        dedup.dedup();
+        assert_eq!(dedup.len(), seen.len(), "no note twice");
+        for id in &before {
+            assert!(seen.contains(id), "an old view loses nothing");
+        }
+        let created: Vec<u64> = old
+            .newest(None)
+            .unwrap()
+            .map(|v| v.note().created_at_us())
+            .collect();
+        assert!(created.windows(2).all(|w| w[0] > w[1]), "still in order");
+        let mut fresh = old.clone();
+        fresh.refresh();
+        assert_eq!(fresh.len(), 30);
+        // Lookups by id see a known origin's new notes before a refresh (a
+        // new origin comes with a new version).
+        assert!(shared.insert(&note_ref(0, 11, 2000, "w")));
+        assert!(old.get(&note_ref(0, 11, 2000, "w").note().id()).is_some());
+        assert!(old.get(&note_ref(2, 1, 1001, "z").note().id()).is_none());
+        assert!(fresh.get(&note_ref(2, 1, 1001, "z").note().id()).is_some());
+    }
+
+    #[test]
+    fn the_builder_sorts_an_interleaved_log_and_skips_duplicates() {
+        let mut builder = IndexBuilder::new();
+        // Core 0's segment, then core 1's: the second interleaves in time.
+        for s in 1..=50 {
+            assert!(builder.insert(note_ref(0, s, s * 2, "a")));
+        }
+        for s in 1..=50 {
+            assert!(builder.insert(note_ref(1, s, s * 2 + 1, "b")));
+        }
+        assert!(!builder.insert(note_ref(1, 7, 15, "b")));
+        assert_eq!(builder.len(), 100);
+        let mut index = builder.finish();
+        assert_eq!(index.len(), 100);
+        let created: Vec<u64> = index
+            .newest(None)
+            .unwrap()
+            .map(|v| v.note().created_at_us())
+            .collect();
+        assert_eq!(created, (2..=101).rev().collect::<Vec<u64>>());
+        assert_eq!(index.text_bytes(), 100);
+        // And it goes on taking notes like any index.
+        assert!(index.insert(note_ref(0, 51, 1, "late")));
+        assert_eq!(
+            index.newest(None).unwrap().last().unwrap().note().text(),
+            "late"
+        );
+    }
+
+    #[test]
+    fn writers_and_readers_on_many_threads() {
+        // Four writers (each its own stream, times interleaved, so many
+        // notes are late) and two readers that check every view they see.
+        const PER_WRITER: u64 = 500;
+        let shared = SharedIndex::new();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for core in 0..4u16 {
+                let shared = &shared;
+                s.spawn(move || {
+                    for seq in 1..=PER_WRITER {
+                        let created = seq * 4 + u64::from(core);
+                        assert!(shared.insert(&note_ref(core, seq, created, "t")));
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let (shared, done) = (&shared, &done);
+                s.spawn(move || {
+                    let mut view = shared.view();
+                    let mut last_len = 0;
+                    while !done.load(Ordering::Acquire) {
+                        view.refresh();
+                        let created: Vec<u64> = view
+                            .newest(None)
+                            .unwrap()
+                            .map(|v| v.note().created_at_us())
+                            .collect();
+                        assert!(created.windows(2).all(|w| w[0] > w[1]));
+                        assert!(created.len() >= last_len, "a view never shrinks");
+                        last_len = created.len();
+                    }
+                });
+            }
+            while shared.len() < 4 * PER_WRITER as usize {
+                std::thread::yield_now();
+            }
+            done.store(true, Ordering::Release);
+        });
+        let view = shared.view();
+        assert_eq!(view.len(), 2000);
+        let created: Vec<u64> = view
+            .newest(None)
+            .unwrap()
+            .map(|v| v.note().created_at_us())
+            .collect();
+        assert_eq!(created, (4..2004).rev().collect::<Vec<u64>>());
     }
 }

@@ -115,6 +115,12 @@ impl SegmentNumbers {
     pub fn allocate(&self) -> u32 {
         self.next.fetch_add(1, Ordering::AcqRel)
     }
+
+    /// The number the next `allocate` returns (every number allocated
+    /// after this call is at least this).
+    pub fn peek(&self) -> u32 {
+        self.next.load(Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]

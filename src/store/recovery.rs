@@ -9,10 +9,12 @@
 //!   scanning forward) is skipped and reported; the records after it are
 //!   kept. The damaged note can only come back from a replica.
 //!
-//! [`recover`] runs once, on the main thread, before any executor starts.
-//! [`rescan_since`] runs when the watchdog restarts a shard: it reads only
-//! the segments written since start-up, without repairing anything, while
-//! the other cores keep appending to theirs.
+//! [`recover`] runs once, on the main thread, before any executor starts,
+//! and builds the one index every core shares (`index.rs`).
+//! [`rescan_core_since`] runs when the watchdog restarts a shard: it reads
+//! only the segments of that core that its failed incarnations wrote, for
+//! notes made durable but never indexed (a crash between the two), without
+//! repairing anything, while the other cores keep appending to theirs.
 
 use std::fs;
 use std::io;
@@ -22,7 +24,7 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use super::index::{Index, NoteRef};
+use super::index::{Index, IndexBuilder, NoteRef, SharedIndex};
 use super::record::{self, Decoded, RECORD_HEADER_BYTES};
 use super::segment::{self, HeaderError, SEGMENT_HEADER_BYTES};
 use super::StoreError;
@@ -55,15 +57,18 @@ pub struct Recovered {
 pub fn recover(data_dir: &Path, repair: bool) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let segments = list_segments(data_dir)?;
-    let mut index = Index::new();
+    let mut builder = IndexBuilder::new();
     let mut next_segment_by_core: FxHashMap<u16, u32> = FxHashMap::default();
     let mut report = RecoveryReport::default();
     for (core, number, path) in &segments {
         let next = next_segment_by_core.entry(*core).or_insert(1);
         *next = (*next).max(number + 1);
-        scan_segment(path, repair, &mut index, &mut report)?;
+        scan_segment(path, repair, &mut report, &mut |note_ref| {
+            builder.insert(note_ref)
+        })?;
     }
     report.segments = segments.len();
+    let index = builder.finish();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(Recovered {
         index,
@@ -72,36 +77,46 @@ pub fn recover(data_dir: &Path, repair: bool) -> Result<Recovered, StoreError> {
     })
 }
 
-/// Adds to `index` every record of the segments created since start-up:
-/// those numbered at or above `first_segment_by_core[core]` (every segment
-/// of a core missing from the map). `index` is expected to hold what
-/// [`recover`] found at start-up; together they are the whole log.
+/// Adds to `index` every note in `core`'s segments numbered `first_segment`
+/// or above that it lacks, and returns those notes (for the caller to pass
+/// on, as if just written). These are the segments of a failed shard's
+/// incarnations: a note they made durable but did not index (a crash in
+/// between) is found here; every other note of the log is in the index
+/// already (see `shard::tasks::run`).
 ///
-/// Never repairs: other cores append to their segments while this reads
-/// them, so a torn record at a tail is usually a write still in progress.
-/// Such a record is not yet acknowledged nor sent to any core's inbox; it
-/// reaches the caller through its inbox once it is durable.
-pub fn rescan_since(
+/// Never repairs: another incarnation of the core (a stalled one that woke
+/// up) may still append while this reads, so a torn record at a tail is
+/// usually a write in progress. Such a record is not yet acknowledged; its
+/// writer indexes it once it is durable.
+pub fn rescan_core_since(
     data_dir: &Path,
-    first_segment_by_core: &FxHashMap<u16, u32>,
-    index: &mut Index,
-) -> Result<RecoveryReport, StoreError> {
+    core: u16,
+    first_segment: u32,
+    index: &SharedIndex,
+) -> Result<(RecoveryReport, Vec<NoteRef>), StoreError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    for (core, number, path) in list_segments(data_dir)? {
-        if number < first_segment_by_core.get(&core).copied().unwrap_or(1) {
+    let mut found: Vec<NoteRef> = Vec::new();
+    for (seg_core, number, path) in list_segments(data_dir)? {
+        if seg_core != core || number < first_segment {
             continue;
         }
-        match scan_segment(&path, false, index, &mut report) {
+        let mut notes: Vec<NoteRef> = Vec::new();
+        match scan_segment(&path, false, &mut report, &mut |note_ref| {
+            notes.push(note_ref);
+            true
+        }) {
             Ok(()) => report.segments += 1,
-            // A segment another core is creating right now may not be
-            // visible yet; anything else is a real error.
+            // A segment being created right now may not be visible yet;
+            // anything else is a real error.
             Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        let added = index.insert_all(&notes, |r| found.push(r.clone()));
+        report.duplicates += (notes.len() - added) as u64;
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    Ok((report, found))
 }
 
 /// The segments in `data_dir/log` as (core, number, path), in order.
@@ -125,11 +140,13 @@ fn list_segments(data_dir: &Path) -> Result<Vec<(u16, u32, PathBuf)>, StoreError
     Ok(segments)
 }
 
+/// Reads one segment, handing each valid record to `add` (which returns
+/// false for a note already held: counted as a duplicate).
 fn scan_segment(
     path: &Path,
     repair: bool,
-    index: &mut Index,
     report: &mut RecoveryReport,
+    add: &mut dyn FnMut(NoteRef) -> bool,
 ) -> Result<(), StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
     let mut pos = SEGMENT_HEADER_BYTES;
@@ -188,7 +205,7 @@ fn scan_segment(
             // valid_record_at checked the checksum and validated the payload.
             let note_ref = NoteRef::in_chunk_validated(&chunk, pos);
             report.records += 1;
-            if !index.insert(note_ref) {
+            if !add(note_ref) {
                 report.duplicates += 1;
             }
             pos += total;
@@ -324,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn rescan_reads_only_this_runs_segments_and_repairs_nothing() {
+    fn rescan_reads_only_the_cores_new_segments_and_repairs_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path();
         // Found at start-up: core 0 segment 1, core 1 segment 1.
@@ -333,8 +350,7 @@ mod tests {
         let recovered = recover(data, true).unwrap();
         assert_eq!(recovered.index.len(), 3);
         // Written since: core 0 segment 2 (with a record still being
-        // appended: its tail is torn), core 2 segment 1 (a core that had no
-        // segment at start-up).
+        // appended: its tail is torn), core 2 segment 1 (another core).
         let mut torn = Vec::new();
         record::encode_into(&mut torn, &payload(0, 5));
         torn.truncate(torn.len() - 3);
@@ -343,20 +359,48 @@ mod tests {
         let seg = segment::log_dir(data).join(segment::file_name(0, 2));
         let len_before = fs::metadata(&seg).unwrap().len();
 
-        let mut index = recovered.index.clone();
-        let report = rescan_since(data, &recovered.next_segment_by_core, &mut index).unwrap();
-        assert_eq!(report.segments, 2, "only this run's segments are read");
-        assert_eq!(report.records, 3);
-        assert_eq!(index.len(), 6);
-        assert_eq!(index.seq_max(Origin { node: 1, core: 0 }), 4);
+        let shared = recovered.index.shared();
+        let first = recovered.next_segment_by_core[&0];
+        let (report, found) = rescan_core_since(data, 0, first, shared).unwrap();
+        assert_eq!(
+            report.segments, 1,
+            "only core 0's segments of this run are read"
+        );
+        assert_eq!(report.records, 2);
+        let seqs: Vec<u64> = found.iter().map(|r| r.note().id().seq).collect();
+        assert_eq!(seqs, [3, 4], "the notes it lacked are handed back");
+        let mut view = shared.view();
+        view.refresh();
+        assert_eq!(view.len(), 5);
+        assert_eq!(view.seq_max(Origin { node: 1, core: 0 }), 4);
         assert_eq!(
             fs::metadata(&seg).unwrap().len(),
             len_before,
             "a tail being appended must not be cut"
         );
         // Records already known are ignored, not doubled.
-        let again = rescan_since(data, &recovered.next_segment_by_core, &mut index).unwrap();
-        assert_eq!(again.duplicates, 3);
-        assert_eq!(index.len(), 6);
+        let (again, found) = rescan_core_since(data, 0, first, shared).unwrap();
+        assert_eq!(again.duplicates, 2);
+        assert!(found.is_empty());
+        assert_eq!(shared.view().len(), 5);
+    }
+
+    #[test]
+    fn a_log_written_by_several_cores_is_recovered_in_time_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        // `payload` uses the sequence number as the creation time: the
+        // cores' streams interleave in time, segment by segment.
+        write_segment(data, 0, 1, &(1..=30).step_by(2).collect::<Vec<_>>(), &[]);
+        write_segment(data, 1, 1, &(2..=30).step_by(2).collect::<Vec<_>>(), &[]);
+        write_segment(data, 0, 2, &(31..=40).collect::<Vec<_>>(), &[]);
+        let recovered = recover(data, true).unwrap();
+        let created: Vec<u64> = recovered
+            .index
+            .newest(None)
+            .unwrap()
+            .map(|v| v.note().created_at_us())
+            .collect();
+        assert_eq!(created, (1..=40).rev().collect::<Vec<u64>>());
     }
 }
