@@ -63,9 +63,18 @@ pub fn client_provider() -> Arc<CryptoProvider> {
 /// A client configuration: `trust`, ALPN `http/1.1`, TLS 1.3 and 1.2, and
 /// session resumption when `resume` (else every handshake is a full one).
 pub fn config(trust: &Trust, resume: bool) -> Result<Arc<ClientConfig>, ClientTlsError> {
+    config_for(trust, resume, rustls::ALL_VERSIONS)
+}
+
+/// The same, offering only `versions`.
+pub fn config_for(
+    trust: &Trust,
+    resume: bool,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<ClientConfig>, ClientTlsError> {
     let provider = client_provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        .with_protocol_versions(versions)?;
     let mut config = match trust {
         Trust::CaFile(path) => {
             let roots = load_roots(path)?;

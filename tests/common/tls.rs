@@ -140,12 +140,28 @@ pub fn client_config(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
-/// A client configuration for TLS 1.3 and 1.2.
+/// A client configuration for TLS 1.3 and 1.2, without resumption.
 pub fn client(ca: &TestCa) -> Arc<ClientConfig> {
     client_config(ca, rustls::ALL_VERSIONS)
+}
+
+/// The same, resuming sessions (rustls's in-memory ticket store).
+pub fn resuming_client(ca: &TestCa) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::clone(&client(ca));
+    config.resumption = rustls::client::Resumption::default();
+    Arc::new(config)
+}
+
+/// The value of a counter in Prometheus text.
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
 }
 
 /// Opens a TLS connection to `addr` (verifying the name `localhost`) and
@@ -162,6 +178,11 @@ pub fn try_connect(
     let mut stream = StreamOwned::new(conn, tcp);
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock)?;
+    }
+    // The client's last flight (its Finished) goes now, not with the first
+    // request: the server's handshake is complete when this returns.
+    while stream.conn.wants_write() {
+        stream.conn.write_tls(&mut stream.sock)?;
     }
     Ok(Client::over(stream))
 }
