@@ -21,8 +21,25 @@ fn sample_note(seq: u64, text: &str) -> Vec<u8> {
     })
 }
 
+/// A client's first flight (its hello) as the fuzz target reads it: a
+/// read-size byte, then the bytes.
+fn client_hello(versions: &[&'static rustls::SupportedProtocolVersion]) -> Vec<u8> {
+    use uringnotes::tls::client::{config_for, Trust};
+    let config = config_for(&Trust::Anyone, true, versions).unwrap();
+    let mut conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+    let mut bytes = vec![63];
+    conn.write_tls(&mut bytes).unwrap();
+    bytes
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+
+    let tls = root.join("tls_records");
+    write(&tls, "hello13", &client_hello(&[&rustls::version::TLS13]));
+    write(&tls, "hello12", &client_hello(&[&rustls::version::TLS12]));
+    write(&tls, "hello-both", &client_hello(rustls::ALL_VERSIONS));
+    write(&tls, "plaintext", b"\x10GET / HTTP/1.1\r\nHost: t\r\n\r\n");
 
     let http = root.join("http_request");
     let requests: &[&[u8]] = &[

@@ -102,6 +102,28 @@ pub struct ServeArgs {
     /// Open live-update streams (GET /events) per core; the excess gets 503 [default: 1024].
     #[arg(long, value_name = "N")]
     pub sse_subscribers_max_per_core: Option<usize>,
+    /// PEM certificate chain, leaf first; with --tls-key, --listen serves HTTPS (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (ECDSA, RSA or Ed25519; re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Plain-HTTP address that redirects every request to the HTTPS origin (needs --tls-cert).
+    #[arg(long, value_name = "ADDR")]
+    pub redirect_http: Option<SocketAddr>,
+    /// Send Strict-Transport-Security: max-age=SECONDS on HTTPS responses [default: no header].
+    #[arg(long, value_name = "SECONDS")]
+    pub hsts_max_age: Option<u64>,
+    /// Time a TLS handshake may take from the accept [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// TLS handshakes in progress per core; the excess is closed at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub tls_handshakes_max_per_core: Option<usize>,
+    /// Operator listener (plain HTTP) for /metrics, /_status, /healthz and the fault
+    /// endpoints; those are then 404 on --listen (/healthz stays).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Log filter in RUST_LOG syntax (RUST_LOG, if set, wins) [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -194,6 +216,8 @@ impl ServeArgs {
             send_buffer_bytes,
             segment_bytes_max,
             sse_subscribers_max_per_core,
+            tls_handshake_timeout_ms,
+            tls_handshakes_max_per_core,
             log_level,
             cpus,
             placement,
@@ -210,7 +234,15 @@ impl ServeArgs {
                 $( if self.$field.is_some() { cfg.$field = self.$field.clone(); } )*
             };
         }
-        overlay_option!(peer_listen, peer_advertise);
+        overlay_option!(
+            peer_listen,
+            peer_advertise,
+            tls_cert,
+            tls_key,
+            redirect_http,
+            hsts_max_age,
+            admin_listen,
+        );
         if !self.cookie_file.is_empty() {
             cfg.cookie_file = self.cookie_file.clone();
         }

@@ -15,6 +15,9 @@ pub use crate::store::FsyncPolicy;
 
 /// Hard ceiling for `note_text_bytes_max`: a note must fit in one log record.
 pub const NOTE_TEXT_BYTES_MAX_LIMIT: usize = 256 * 1024;
+/// Largest `hsts_max_age` (two years, what browsers' preload lists ask for,
+/// times five): a typo of a few more digits is refused, not pinned for decades.
+pub const HSTS_MAX_AGE_S_MAX: u64 = 5 * 2 * 365 * 86_400;
 /// Smallest `stall_timeout_ms`: shards beat every 100 ms
 /// (`SWEEP_INTERVAL_MS`), and a busy core may be late by a tick or two.
 pub const STALL_TIMEOUT_MS_MIN: u64 = 300;
@@ -123,6 +126,28 @@ pub struct Config {
     /// 503. Each is a connection, so `connections_max_per_core` caps it too.
     pub sse_subscribers_max_per_core: usize,
 
+    /// PEM certificate chain, leaf first (certbot's `fullchain.pem`). With
+    /// `tls_key`, `listen` serves HTTPS. Re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (ECDSA, RSA or Ed25519). Re-read on SIGHUP.
+    pub tls_key: Option<PathBuf>,
+    /// A plain-HTTP listener that answers every request with a redirect to
+    /// the same path on the HTTPS origin (needs TLS).
+    pub redirect_http: Option<SocketAddr>,
+    /// `Strict-Transport-Security: max-age=N` on every HTTPS response; unset:
+    /// no header (needs TLS).
+    pub hsts_max_age: Option<u64>,
+    /// A TLS handshake must complete within this time of the accept
+    /// (slowloris on the handshake); then the connection is closed.
+    pub tls_handshake_timeout_ms: u64,
+    /// TLS handshakes in progress per core; a connection arriving beyond
+    /// this is closed at once (each costs up to 64 KiB while handshaking).
+    pub tls_handshakes_max_per_core: usize,
+    /// The operator listener (plain HTTP): `/metrics`, `/_status`,
+    /// `/healthz` and the fault endpoints; when set, those (but `/healthz`)
+    /// are 404 on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+
     /// Log filter (`info`, `debug`, `uringnotes=debug,warn`, ...), in
     /// `RUST_LOG` syntax. `RUST_LOG`, if set, wins. Re-read on SIGHUP.
     pub log_level: String,
@@ -193,6 +218,13 @@ impl Default for Config {
             send_buffer_bytes: 64 * 1024,
             segment_bytes_max: 64 * 1024 * 1024,
             sse_subscribers_max_per_core: 1024,
+            tls_cert: None,
+            tls_key: None,
+            redirect_http: None,
+            hsts_max_age: None,
+            tls_handshake_timeout_ms: 10_000,
+            tls_handshakes_max_per_core: 1024,
+            admin_listen: None,
             log_level: "info".into(),
             config_file: None,
             cpus: Vec::new(),
@@ -307,6 +339,7 @@ impl Config {
                 return invalid(format!("{name} = {ms} is below the 100 ms minimum"));
             }
         }
+        self.validate_tls()?;
         if self.peer_listen.is_some() && self.cookie_file.is_empty() {
             return invalid("--peer-listen needs --cookie-file (the shared cluster secret)".into());
         }
@@ -358,6 +391,71 @@ impl Config {
                 "node_name {:?} must be 1-64 characters of [A-Za-z0-9._-]",
                 self.node_name
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Whether `listen` serves HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// The TLS, redirect and admin-listener options, and that no two
+    /// listeners share an address.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return invalid("tls_cert needs tls_key (the certificate's private key)".into())
+            }
+            (None, Some(_)) => {
+                return invalid("tls_key needs tls_cert (the certificate chain)".into())
+            }
+            _ => {}
+        }
+        if !self.tls_enabled() {
+            if self.redirect_http.is_some() {
+                return invalid(
+                    "redirect_http needs HTTPS on listen (tls_cert and tls_key)".into(),
+                );
+            }
+            if self.hsts_max_age.is_some() {
+                return invalid("hsts_max_age needs HTTPS on listen (tls_cert and tls_key)".into());
+            }
+        }
+        if self.hsts_max_age.is_some_and(|s| s > HSTS_MAX_AGE_S_MAX) {
+            return invalid(format!(
+                "hsts_max_age must be at most {HSTS_MAX_AGE_S_MAX} seconds"
+            ));
+        }
+        if self.tls_handshake_timeout_ms < 100 {
+            return invalid(format!(
+                "tls_handshake_timeout_ms = {} is below the 100 ms minimum",
+                self.tls_handshake_timeout_ms
+            ));
+        }
+        if self.tls_handshakes_max_per_core == 0 {
+            return invalid("tls_handshakes_max_per_core must be at least 1".into());
+        }
+        let listeners = [
+            ("listen", Some(self.listen)),
+            ("redirect_http", self.redirect_http),
+            ("admin_listen", self.admin_listen),
+            ("peer_listen", self.peer_listen),
+        ];
+        for (i, (a_name, a)) in listeners.iter().enumerate() {
+            for (b_name, b) in &listeners[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    if a.port() != 0
+                        && a.port() == b.port()
+                        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+                    {
+                        return invalid(format!("{a_name} ({a}) and {b_name} ({b}) overlap: each listener needs its own address"));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -429,6 +527,40 @@ mod tests {
         two.validate().unwrap();
         let three: Config = toml::from_str("cookie_file = [\"a\", \"b\", \"c\"]\n").unwrap();
         assert!(three.validate().is_err(), "at most two cookie files");
+    }
+
+    #[test]
+    fn tls_options_are_checked_together() {
+        let with = |toml_text: &str| toml::from_str::<Config>(toml_text).unwrap().validate();
+        assert!(
+            with("tls_cert = \"c.pem\"\n").is_err(),
+            "a certificate without its key"
+        );
+        assert!(
+            with("tls_key = \"k.pem\"\n").is_err(),
+            "a key without its certificate"
+        );
+        assert!(with("hsts_max_age = 60\n").is_err(), "HSTS over plain HTTP");
+        assert!(
+            with("redirect_http = \"127.0.0.1:8079\"\n").is_err(),
+            "a redirect to no HTTPS"
+        );
+        with("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nhsts_max_age = 31536000\nredirect_http = \"127.0.0.1:8079\"\n").unwrap();
+        assert!(
+            with("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nhsts_max_age = 99999999999\n")
+                .is_err()
+        );
+        assert!(
+            with("admin_listen = \"127.0.0.1:8080\"\n").is_err(),
+            "the admin listener on the public address"
+        );
+        assert!(
+            with("admin_listen = \"0.0.0.0:8080\"\n").is_err(),
+            "a wildcard overlaps"
+        );
+        with("admin_listen = \"127.0.0.1:9090\"\n").unwrap();
+        assert!(with("tls_handshakes_max_per_core = 0\n").is_err());
+        assert!(with("tls_handshake_timeout_ms = 10\n").is_err());
     }
 
     #[test]

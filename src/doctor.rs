@@ -160,7 +160,14 @@ pub fn check(config: &Config) -> Vec<Finding> {
     findings.push(check_placement(config));
     findings.push(check_nofile(config, cores));
     findings.push(check_somaxconn(config));
-    findings.push(check_listen(config));
+    findings.push(check_bind("listen", config.listen));
+    if let Some(addr) = config.admin_listen {
+        findings.push(check_bind("admin listen", addr));
+    }
+    if let Some(addr) = config.redirect_http {
+        findings.push(check_bind("redirect listen", addr));
+    }
+    findings.extend(check_tls(config, crate::tls::certs::now_unix()));
     findings.extend(check_data_dir(config));
     findings.extend(check_cluster(config));
     findings
@@ -493,29 +500,103 @@ fn check_somaxconn(config: &Config) -> Finding {
     }
 }
 
-fn check_listen(config: &Config) -> Finding {
-    let addr = config.listen;
+/// Whether a listener's address can be bound (`topic` names the option).
+fn check_bind(topic: &'static str, addr: std::net::SocketAddr) -> Finding {
     match TcpListener::bind(addr) {
-        Ok(_) => pass("listen", format!("{addr} can be bound")),
+        Ok(_) => pass(topic, format!("{addr} can be bound")),
         Err(e) => match e.raw_os_error() {
             Some(libc::EADDRINUSE) => warn(
-                "listen",
+                topic,
                 format!("{addr} is in use (by a running uringnotes, or another program)"),
                 "stop the other program, or choose another listen address",
             ),
             Some(libc::EACCES) => fail(
-                "listen",
+                topic,
                 format!("{addr}: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"),
                 "listen on a port above 1023 (behind a proxy), or AmbientCapabilities=CAP_NET_BIND_SERVICE in the unit",
             ),
             Some(libc::EADDRNOTAVAIL) => fail(
-                "listen",
+                topic,
                 format!("{addr}: no such address on this machine"),
                 "listen on an address of this machine, or 0.0.0.0 / [::]",
             ),
-            _ => fail("listen", format!("{addr}: {e}"), "check the listen address"),
+            _ => fail(topic, format!("{addr}: {e}"), "check the address"),
         },
     }
+}
+
+/// The HTTPS certificate and key (`tls_cert`, `tls_key`): readable, the
+/// key belongs to the certificate, the chain is in order, days until it
+/// expires (WARN under `EXPIRY_WARN_DAYS`), the key file private.
+pub fn check_tls(config: &Config, now_unix: i64) -> Vec<Finding> {
+    use crate::tls::certs::{self, CertError, EXPIRY_WARN_DAYS};
+    use std::os::unix::fs::PermissionsExt as _;
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return vec![pass(
+            "tls",
+            "plain HTTP on listen (no tls_cert and tls_key)",
+        )];
+    };
+    let pair = match certs::read_pair(cert, key, &crate::tls::provider()) {
+        Ok(pair) => pair,
+        Err(e) => {
+            let fix = match &e {
+                CertError::Read { .. } | CertError::TooLarge { .. } => "check the path and that the server's user can read it (under systemd, pass the key with LoadCredential=: README, \"HTTPS\"); outside the service, give the real paths with --tls-cert and --tls-key",
+                CertError::Mismatch { .. } => "tls_key must be the private key of the certificate in tls_cert (certbot: privkey.pem beside fullchain.pem, from the same renewal)",
+                _ => "tls_cert must be the PEM certificate chain (certbot's fullchain.pem) and tls_key its PEM private key (privkey.pem)",
+            };
+            return vec![fail("tls", e.to_string(), fix)];
+        }
+    };
+    let leaf = pair.leaf();
+    let mut out = vec![pass(
+        "tls",
+        format!(
+            "{}: {} issued by {}, {} certificate(s); {} is its private key",
+            cert.display(),
+            leaf.subject,
+            leaf.issuer,
+            pair.chain.len(),
+            key.display()
+        ),
+    )];
+    let days = leaf.days_left(now_unix);
+    let until = certs::unix_date(leaf.not_after_unix);
+    out.push(match pair.check_validity(now_unix) {
+        Err(e) => fail("tls expiry", e.to_string(), "renew the certificate (certbot renew), then reload: systemctl reload uringnotes"),
+        Ok(()) if days < EXPIRY_WARN_DAYS => warn(
+            "tls expiry",
+            format!("the certificate expires in {days} days ({until})"),
+            "renewal should have happened by now: check `certbot renew --dry-run` and the deploy hook (README, \"HTTPS\")",
+        ),
+        Ok(()) => pass("tls expiry", format!("valid for {days} more days (until {until})")),
+    });
+    out.push(match certs::chain_order(&pair.chain) {
+        Err(why) => warn(
+            "tls chain",
+            why,
+            "list the certificate first, then each issuer in turn (certbot's fullchain.pem is in this order)",
+        ),
+        Ok(()) if pair.chain.len() == 1 && leaf.self_issued() => warn(
+            "tls chain",
+            "the certificate is self-signed: browsers will not trust it",
+            "use a certificate from a CA (e.g. Let's Encrypt with certbot: README, \"HTTPS\")",
+        ),
+        Ok(()) => pass("tls chain", format!("{} certificate(s), each issued by the next", pair.chain.len())),
+    });
+    let mode = fs::metadata(key).map_or(0, |m| m.permissions().mode());
+    if mode & 0o077 != 0 {
+        out.push(warn(
+            "tls key",
+            format!(
+                "{} is readable by other users (mode {:o})",
+                key.display(),
+                mode & 0o777
+            ),
+            format!("chmod 600 {}", key.display()),
+        ));
+    }
+    out
 }
 
 /// Longest wait when trying to reach a `join` address.

@@ -19,10 +19,13 @@
 //! - [`config`]: every option and limit, from defaults, file and flags.
 //! - [`store`]: notes on disk (append-only checksummed rkyv log, group commit,
 //!   recovery) and in memory (the per-core index and feed).
+//! - [`bench`]: the built-in load generator (`uringnotes bench`); it uses
+//!   only `http`, `tls`, `encoding` and `host`.
 //! - [`http`]: the HTTP/1.1 core (head parsing, body decoding for both
 //!   roles, responses, content codings, entity tags).
-//! - [`bench`]: the built-in load generator (`uringnotes bench`); it uses
-//!   only `http`, `encoding` and `host`.
+//! - [`tls`]: HTTPS with rustls, sans-I/O: certificates and their checks,
+//!   the server's reloadable configuration, the record-layer glue a shard
+//!   drives, the bench's client configuration.
 //! - leaves: [`net`] (socket set-up), [`fault`] (fault injection kinds),
 //!   [`encoding`] (escaping and form decoding), [`host`] (uname, process
 //!   limits), [`logging`] (journald-friendly lines, SIGHUP reload),
@@ -47,4 +50,5 @@ pub mod node;
 pub mod sd_notify;
 pub mod shard;
 pub mod store;
+pub mod tls;
 pub mod watchdog;

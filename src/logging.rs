@@ -11,9 +11,10 @@
 //!   RFC 3339 timestamp, with colours only on a terminal.
 //! - SIGHUP ([`reload_from_config`]) re-reads the config file and applies
 //!   its `log_level`, unless `RUST_LOG` or `--log-level` fixed the filter at
-//!   start. Nothing else is reloaded: every other option shapes state built
-//!   at start (sockets, executors, buffers), and logs go to inherited
-//!   stdout/stderr, so there is no log file to reopen.
+//!   start. SIGHUP also re-reads the TLS certificate and key (`node.rs`,
+//!   `tls/server.rs`); nothing else is reloaded: every other option shapes
+//!   state built at start (sockets, executors, buffers), and logs go to
+//!   inherited stdout/stderr, so there is no log file to reopen.
 
 use std::fmt;
 use std::path::Path;
@@ -88,7 +89,7 @@ pub fn reload_from_config(config_file: Option<&Path>) {
         return;
     };
     if let Some(source) = live.fixed_by {
-        tracing::info!("SIGHUP: the log filter was set by {source}; it stays. Nothing else is reloadable; other options take effect on restart");
+        tracing::info!("SIGHUP: the log filter was set by {source}; it stays. Only the TLS certificate is reloaded besides; other options take effect on restart");
         return;
     }
     let Some(path) = config_file else {

@@ -20,9 +20,9 @@ use crate::api::Route;
 use crate::store::writer::LogCounters;
 
 /// Status codes counted individually; anything else counts as "other".
-const STATUSES: [u16; 22] = [
+const STATUSES: [u16; 24] = [
     200, 201, 204, 303, 304, 400, 404, 405, 408, 411, 413, 414, 415, 417, 431, 500, 501, 503, 505,
-    409, 429, 0,
+    409, 429, 301, 308, 0,
 ];
 const STATUS_OTHER: usize = STATUSES.len() - 1;
 
@@ -58,6 +58,15 @@ pub struct CoreMetrics {
     connections_accepted: AtomicU64,
     connections_rejected: AtomicU64,
     connections_timed_out: AtomicU64,
+    /// TLS handshakes completed: full ones, and resumed ones (a session
+    /// ticket or cached session, from any core).
+    tls_handshakes_full: AtomicU64,
+    tls_handshakes_resumed: AtomicU64,
+    /// Handshakes that failed: not TLS, refused, cut off, timed out.
+    tls_handshake_failures: AtomicU64,
+    /// Connections closed unhandshaken: the core was at
+    /// `tls_handshakes_max_per_core`.
+    tls_handshakes_rejected: AtomicU64,
     /// This core's log writer's counters (written by the writer).
     pub log: Arc<LogCounters>,
     notes_received_from_cores: AtomicU64,
@@ -86,6 +95,10 @@ impl Default for CoreMetrics {
             connections_accepted: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             connections_timed_out: AtomicU64::new(0),
+            tls_handshakes_full: AtomicU64::new(0),
+            tls_handshakes_resumed: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            tls_handshakes_rejected: AtomicU64::new(0),
             log: Arc::default(),
             notes_received_from_cores: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
@@ -194,6 +207,23 @@ impl CoreMetrics {
 
     pub fn add_connections_timed_out(&self, n: u64) {
         bump(&self.connections_timed_out, n);
+    }
+
+    /// A completed TLS handshake; `resumed`: no certificate was sent.
+    pub fn tls_handshake_done(&self, resumed: bool) {
+        if resumed {
+            bump(&self.tls_handshakes_resumed, 1);
+        } else {
+            bump(&self.tls_handshakes_full, 1);
+        }
+    }
+
+    pub fn add_tls_handshake_failures(&self, n: u64) {
+        bump(&self.tls_handshake_failures, n);
+    }
+
+    pub fn add_tls_handshakes_rejected(&self, n: u64) {
+        bump(&self.tls_handshakes_rejected, n);
     }
 
     pub fn add_notes_received_from_cores(&self, n: u64) {
@@ -373,6 +403,30 @@ pub fn render_prometheus(all: &AllMetrics, gauges: &Gauges, out: &mut Vec<u8>) {
         "counter",
         "Connections closed by a header, body, send or idle timeout.",
         sum(&|m| &m.connections_timed_out),
+    );
+    family(
+        "uringnotes_tls_handshakes_full_total",
+        "counter",
+        "TLS handshakes completed with a certificate (no resumption).",
+        sum(&|m| &m.tls_handshakes_full),
+    );
+    family(
+        "uringnotes_tls_handshakes_resumed_total",
+        "counter",
+        "TLS handshakes that resumed a session (a ticket from any core).",
+        sum(&|m| &m.tls_handshakes_resumed),
+    );
+    family(
+        "uringnotes_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed: not TLS (plaintext, garbage), refused, cut off or timed out.",
+        sum(&|m| &m.tls_handshake_failures),
+    );
+    family(
+        "uringnotes_tls_handshakes_rejected_total",
+        "counter",
+        "Connections closed before a handshake: the core had tls_handshakes_max_per_core in progress.",
+        sum(&|m| &m.tls_handshakes_rejected),
     );
     family(
         "uringnotes_sse_subscribers",

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, FsyncPolicy};
 use crate::shard::inbox::Inbox;
+use crate::shard::listeners::CoreSockets;
 use crate::shard::{CoreSlot, Shared};
 use crate::store::{durability, recovery, DataDir, NodeInfo, StoreError};
+use crate::tls::certs::{self, CertPair};
+use crate::tls::server::ServerTls;
 use crate::watchdog::{self, Notice};
 
 /// Why the server could not start or had to stop.
@@ -33,6 +36,8 @@ pub enum ServerError {
     Cores(String),
     #[error("{0}")]
     Config(String),
+    #[error("HTTPS: {0}")]
+    Tls(String),
     #[error("shard {core} failed to start: {reason}")]
     ShardStart { core: usize, reason: String },
     #[error(
@@ -86,11 +91,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     // The page's script and style sheet, compressed once for every core.
     crate::api::assets::prepare();
     crate::host::raise_nofile_limit();
-    let (sockets, bound) = crate::net::bind_all(config.listen, cpus.len(), config.listen_backlog)
-        .map_err(|source| ServerError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let tls = start_tls(&config)?;
+    let (sockets, bound) =
+        CoreSockets::bind_all(&config, cpus.len()).map_err(|e| ServerError::Listen {
+            addr: e.addr,
+            source: e.source,
+        })?;
+    let hsts: Option<&'static str> = match (&tls, config.hsts_max_age) {
+        (Some(_), Some(age)) => Some(Box::leak(format!("max-age={age}").into_boxed_str())),
+        _ => None,
+    };
 
     let cores = cpus.len();
     let next_segment_by_core = recovered.next_segment_by_core;
@@ -100,7 +110,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             name: config.node_name.clone(),
         },
         data_dir: data.path.clone(),
-        listen: bound,
+        listen: bound.public,
+        admin_listen: bound.admin,
+        redirect_listen: bound.redirect,
+        tls,
+        hsts,
         cpus: cpus.clone(),
         pinned,
         inboxes: (0..cores).map(|_| Inbox::default()).collect(),
@@ -164,7 +178,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
     }
     tracing::info!(
-        listen = %bound,
+        listen = %bound.public,
+        https = shared.tls.is_some(),
+        admin_listen = ?bound.admin,
+        redirect_http = ?bound.redirect,
         cores,
         cpus = ?cpus,
         pinned,
@@ -179,8 +196,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         ring_setup = %crate::host::ring_setup(),
         "uringnotes serving"
     );
-    // The one line on stdout: scripts and tests wait for it.
-    println!("uringnotes listening on http://{bound}");
+    // The lines on stdout: scripts and tests wait for the first.
+    let scheme = if shared.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("uringnotes listening on {scheme}://{}", bound.public);
+    if let Some(admin) = bound.admin {
+        println!("uringnotes admin on http://{admin}");
+    }
+    if let Some(redirect) = bound.redirect {
+        println!("uringnotes redirect on http://{redirect}");
+    }
     if let Some(peer) = shared.cluster.bound.get() {
         println!("uringnotes peer protocol on {peer}");
     }
@@ -191,6 +219,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         match events.recv() {
             Ok(Event::Signal(sig)) if sig == libc::SIGHUP => {
                 crate::logging::reload_from_config(shared.config.config_file.as_deref());
+                if let Some(tls) = &shared.tls {
+                    reload_tls(tls);
+                }
             }
             Ok(Event::Signal(sig)) => {
                 tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
@@ -219,6 +250,57 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             }
             Err(_) => return Err(ServerError::WatchdogDied),
         }
+    }
+}
+
+/// Reads the certificate and key for HTTPS (when configured), refusing a
+/// pair that cannot be served; logs what will be served.
+fn start_tls(config: &Config) -> Result<Option<Arc<ServerTls>>, ServerError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let (tls, pair) = ServerTls::new(cert, key).map_err(|e| ServerError::Tls(e.to_string()))?;
+    log_certificate("serving the TLS certificate", &pair);
+    Ok(Some(Arc::new(tls)))
+}
+
+/// SIGHUP: the certificate and key are read again; new handshakes use the
+/// new pair if it is good, and the old one stays if not.
+fn reload_tls(tls: &ServerTls) {
+    match tls.reload() {
+        Ok(pair) => log_certificate(
+            "SIGHUP: TLS certificate reloaded; new handshakes use it",
+            &pair,
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "SIGHUP: TLS certificate not reloaded; new handshakes keep using the previous one"
+        ),
+    }
+}
+
+fn log_certificate(what: &str, pair: &CertPair) {
+    let leaf = pair.leaf();
+    let now = certs::now_unix();
+    tracing::info!(
+        file = %pair.cert_path.display(),
+        subject = %leaf.subject,
+        issuer = %leaf.issuer,
+        serial = %leaf.serial,
+        not_after = %certs::unix_date(leaf.not_after_unix),
+        days_left = leaf.days_left(now),
+        chain = pair.chain.len(),
+        "{what}"
+    );
+    if let Err(why) = certs::chain_order(&pair.chain) {
+        tracing::warn!(file = %pair.cert_path.display(), "TLS certificate chain out of order: {why}");
+    }
+    if leaf.days_left(now) < certs::EXPIRY_WARN_DAYS {
+        tracing::warn!(
+            file = %pair.cert_path.display(),
+            days_left = leaf.days_left(now),
+            "the TLS certificate expires soon: is renewal working?"
+        );
     }
 }
 

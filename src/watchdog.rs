@@ -147,16 +147,16 @@
 //! (`shard/conn.rs`), and a shard's panic stops only that shard.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::net as listener;
 use crate::shard::inbox::CoreMsg;
 use crate::shard::incarnation::{Event, ExitReason, Failure, Incarnation, Report};
+use crate::shard::listeners::{Bound, CoreSockets};
 use crate::shard::{self, Shared};
 use crate::store::lease::StreamLease;
 
@@ -364,7 +364,7 @@ impl Drop for WatchdogHandle {
 /// `notify`.
 pub fn start(
     shared: Arc<Shared>,
-    sockets: Vec<socket2::Socket>,
+    sockets: Vec<CoreSockets>,
     notify: Box<dyn Fn(Notice) + Send>,
 ) -> Result<WatchdogHandle, String> {
     let (events_tx, events) = mpsc::channel::<Event>();
@@ -711,19 +711,26 @@ impl Watchdog {
         core: usize,
         generation: u64,
         seq_last: u64,
-        socket: Option<socket2::Socket>,
+        sockets: Option<CoreSockets>,
     ) -> Result<Child, String> {
         let shared = &self.shared;
         let cpu = shared.cpus[core];
-        let socket = match socket {
+        let sockets = match sockets {
             Some(s) => s,
-            None => listener::bind_one(shared.listen, shared.config.listen_backlog)
-                .map_err(|e| format!("cannot bind {}: {e}", shared.listen))?,
+            None => {
+                let bound = Bound {
+                    public: shared.listen,
+                    admin: shared.admin_listen,
+                    redirect: shared.redirect_listen,
+                };
+                CoreSockets::bind(&bound, shared.config.listen_backlog)
+                    .map_err(|e| e.to_string())?
+            }
         };
-        let watchdog_copy = socket
+        let watchdog_copy = sockets
+            .public
             .try_clone()
             .map_err(|e| format!("cannot duplicate the listening socket: {e}"))?;
-        let shard_fd = socket.into_raw_fd();
         let incarnation = Arc::new(Incarnation::new(
             core,
             cpu,
@@ -733,8 +740,11 @@ impl Watchdog {
             self.events_tx.clone(),
         ));
         // Registered before the executor exists: if it never adopts the
-        // descriptor, the cleanup after its thread ends closes it.
-        incarnation.sockets.register_listener(shard_fd);
+        // descriptors, the cleanup after its thread ends closes them.
+        let (listener_fds, problems) = sockets.hand_over(&incarnation.sockets);
+        for problem in problems {
+            tracing::warn!(core, "{problem}");
+        }
         let spawned = {
             let shared = Arc::clone(shared);
             let incarnation = Arc::clone(&incarnation);
@@ -747,7 +757,7 @@ impl Watchdog {
             LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{core}"))
                 .io_memory(IO_MEMORY_BYTES)
-                .spawn(move || async move { shard::run(shared, incarnation, shard_fd).await })
+                .spawn(move || async move { shard::run(shared, incarnation, listener_fds).await })
         };
         let handle = match spawned {
             Ok(handle) => handle,

@@ -8,11 +8,13 @@
 //! appears on another open page within a second, without a reload, through
 //! `GET /events`; a reload of the page is revalidated with its `ETag` and
 //! answered `304 Not Modified`, and the page is shown from the browser's
-//! cache. Screenshots land in `target/test-artifacts/`.
+//! cache; the same page over HTTPS, with the test CA trusted by the browser
+//! (its own NSS database), as a secure context that loads nothing over
+//! plain HTTP. Screenshots land in `target/test-artifacts/`.
 //!
-//! Chromium and chromedriver must be installed (`tools/test` installs them
-//! as root). Without them these tests fail, loudly: setting
-//! `URINGNOTES_SKIP_BROWSER=1` skips them outside CI only.
+//! Chromium, chromedriver and NSS's `certutil` must be installed
+//! (`tools/test` installs them as root). Without them these tests fail,
+//! loudly: setting `URINGNOTES_SKIP_BROWSER=1` skips them outside CI only.
 
 mod common;
 
@@ -29,6 +31,9 @@ use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// NSS's tool (Debian's `libnss3-tools`): Chromium on Linux trusts the CAs
+/// in `$HOME/.pki/nssdb`.
+const CERTUTIL: &str = "/usr/bin/certutil";
 /// Longest wait for anything the browser should do promptly.
 const WAIT_MAX: Duration = Duration::from_secs(10);
 /// The issue's promise: a note added anywhere is on open pages within this.
@@ -47,9 +52,15 @@ struct Driver {
 
 impl Driver {
     /// Starts chromedriver on a free loopback port, or returns `None` when
-    /// browser tests are explicitly skipped outside CI.
-    fn start() -> Option<Driver> {
-        let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+    /// browser tests are explicitly skipped outside CI. With `ca_pem`, its
+    /// home directory has an NSS database that trusts that CA certificate
+    /// (the browsers chromedriver starts inherit it).
+    fn start_trusting(ca_pem: Option<&Path>) -> Option<Driver> {
+        let mut needed = vec![CHROMIUM, CHROMEDRIVER];
+        if ca_pem.is_some() {
+            needed.push(CERTUTIL);
+        }
+        let missing: Vec<&str> = needed
             .into_iter()
             .filter(|p| !Path::new(p).exists())
             .collect();
@@ -62,27 +73,64 @@ impl Driver {
                 return None;
             }
             panic!(
-                "browser tests need {missing:?}: install the Debian packages chromium and \
-                 chromium-driver (tools/test does this when run as root)"
+                "browser tests need {missing:?}: install the Debian packages chromium, \
+                 chromium-driver and libnss3-tools (tools/test does this when run as root)"
             );
         }
+        let profiles = tempfile::tempdir().expect("tempdir");
+        let home = profiles.path().join("home");
+        if let Some(ca) = ca_pem {
+            let db = home.join(".pki/nssdb");
+            std::fs::create_dir_all(&db).expect("nssdb dir");
+            let db_arg = format!("sql:{}", db.display());
+            for args in [
+                vec!["-N", "-d", &db_arg, "--empty-password"],
+                vec![
+                    "-A",
+                    "-d",
+                    &db_arg,
+                    "-n",
+                    "uringnotes test CA",
+                    "-t",
+                    "C,,",
+                    "-i",
+                    ca.to_str().unwrap(),
+                ],
+            ] {
+                let out = Command::new(CERTUTIL)
+                    .args(&args)
+                    .output()
+                    .expect("run certutil");
+                assert!(
+                    out.status.success(),
+                    "certutil {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let mut profiles = Some(profiles);
         for _attempt in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
-            let child = Command::new(CHROMEDRIVER)
+            let mut command = Command::new(CHROMEDRIVER);
+            command
                 .arg(format!("--port={port}"))
                 .arg("--allowed-ips=127.0.0.1")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .expect("spawn chromedriver");
+                .process_group(0);
+            if ca_pem.is_some() {
+                command.env("HOME", &home);
+            }
+            let child = command.spawn().expect("spawn chromedriver");
             let mut driver = Driver {
                 child,
                 url: format!("http://127.0.0.1:{port}"),
-                _profiles: tempfile::tempdir().expect("tempdir"),
+                _profiles: profiles
+                    .take()
+                    .unwrap_or_else(|| tempfile::tempdir().expect("tempdir")),
             };
             let deadline = Instant::now() + WAIT_MAX;
             while Instant::now() < deadline {
@@ -157,10 +205,19 @@ where
     F: FnOnce(Driver) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    run_browser_test_trusting(None, f)
+}
+
+/// The same, with a browser that trusts the CA in `ca_pem`.
+fn run_browser_test_trusting<F, Fut>(ca_pem: Option<&Path>, f: F)
+where
+    F: FnOnce(Driver) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let _one = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let Some(driver) = Driver::start() else {
+    let Some(driver) = Driver::start_trusting(ca_pem) else {
         return;
     };
     tokio::runtime::Builder::new_current_thread()
@@ -271,15 +328,37 @@ async fn submit(client: &Client) {
         .expect("click submit");
 }
 
+/// Posts a note (`text/plain`) to B's server; returns the status.
+type Poster = Box<dyn FnOnce(&'static str) -> u16 + Send>;
+
+/// Posts over plain HTTP to the server at `base` (`http://ADDR`).
+fn plain_poster(base: &str) -> Poster {
+    let addr: SocketAddr = base
+        .strip_prefix("http://")
+        .and_then(|s| s.parse().ok())
+        .expect("base is http://ADDR");
+    Box::new(move |text| {
+        common::Client::connect(addr)
+            .request(
+                "POST",
+                "/notes",
+                &[("Content-Type", "text/plain")],
+                text.as_bytes(),
+            )
+            .status
+    })
+}
+
 /// Two live pages, at `base_a` and `base_b` (two cores of one node, or two
 /// nodes of a cluster): a note added through page A's form, and one posted
-/// over plain HTTP to B's server, each appear on the other page within
+/// to B's server with `post_b`, each appear on the other page within
 /// [`LIVE_UPDATE_MAX`], without a reload. `name` prefixes the screenshots.
 async fn live_update_between(
     driver: &Driver,
     name: &str,
     base_a: &str,
     base_b: &str,
+    post_b: Poster,
 ) -> LiveUpdate {
     let a = driver.session(true).await;
     let b = driver.session(true).await;
@@ -297,22 +376,11 @@ async fn live_update_between(
     let a_to_b = started.elapsed();
 
     let from_api = "posted over HTTP, seen on page A";
-    let addr: SocketAddr = base_b
-        .strip_prefix("http://")
-        .and_then(|s| s.parse().ok())
-        .expect("base_b is http://ADDR");
     let started = Instant::now();
-    let posted = tokio::task::spawn_blocking(move || {
-        common::Client::connect(addr).request(
-            "POST",
-            "/notes",
-            &[("Content-Type", "text/plain")],
-            from_api.as_bytes(),
-        )
-    })
-    .await
-    .expect("post");
-    assert_eq!(posted.status, 201);
+    let posted = tokio::task::spawn_blocking(move || post_b(from_api))
+        .await
+        .expect("post");
+    assert_eq!(posted, 201);
     wait_until("the note on page A", LIVE_UPDATE_MAX, || {
         is_listed(&a, from_api)
     })
@@ -620,7 +688,8 @@ fn live_update_reaches_another_open_page() {
         // cores through the inbox before it reaches the other page's feed.
         let server = Server::start(&["--cores", "2"]);
         let base = base_url(server.addr);
-        let seen = live_update_between(&driver, "two-cores", &base, &base).await;
+        let seen =
+            live_update_between(&driver, "two-cores", &base, &base, plain_poster(&base)).await;
         eprintln!(
             "live update delay, two cores: form on A -> page B {:?}; HTTP POST -> page A {:?}",
             seen.a_to_b, seen.b_to_a
@@ -676,8 +745,14 @@ fn live_update_crosses_cluster_nodes() {
                 "the two nodes did not connect"
             );
         }
-        let seen =
-            live_update_between(&driver, "two-nodes", &base_url(a.addr), &base_url(b.addr)).await;
+        let seen = live_update_between(
+            &driver,
+            "two-nodes",
+            &base_url(a.addr),
+            &base_url(b.addr),
+            plain_poster(&base_url(b.addr)),
+        )
+        .await;
         eprintln!(
             "live update delay, two nodes: form on node A -> page on node B {:?}; HTTP POST to B -> page on A {:?}",
             seen.a_to_b, seen.b_to_a
@@ -692,5 +767,92 @@ fn live_update_crosses_cluster_nodes() {
             page.contains(">beta</b>") && page.contains(">alpha</span> up"),
             "{page}"
         );
+    });
+}
+
+#[test]
+fn the_page_over_https_with_the_test_ca_trusted() {
+    use common::tls::{self, Leaf, TestCa};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&dir.path().join("pki"));
+    let issued = ca.issue("server", &Leaf::default());
+    let ca_pem = ca.ca_pem();
+    run_browser_test_trusting(Some(&ca_pem), |driver| async move {
+        let mut args = tls::tls_flags(&issued);
+        args.extend(["--cores", "2", "--hsts-max-age", "60"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&args);
+        assert_eq!(server.scheme, "https");
+        // The name the certificate is for (it also covers 127.0.0.1).
+        let base = format!("https://localhost:{}", server.addr.port());
+
+        // Live updates between two HTTPS pages (two cores).
+        let config = tls::client(&ca);
+        let addr = server.addr;
+        let poster: Poster = Box::new(move |text| {
+            tls::connect(addr, &config)
+                .request(
+                    "POST",
+                    "/notes",
+                    &[("Content-Type", "text/plain")],
+                    text.as_bytes(),
+                )
+                .status
+        });
+        let seen = live_update_between(&driver, "https-two-cores", &base, &base, poster).await;
+        eprintln!(
+            "live update delay over HTTPS: form on A -> page B {:?}; POST -> page A {:?}",
+            seen.a_to_b, seen.b_to_a
+        );
+
+        let client = driver.session(true).await;
+        open_live(&client, &base).await;
+        let secure = js(
+            &client,
+            "return [location.protocol, window.isSecureContext]",
+            vec![],
+        )
+        .await;
+        assert_eq!(secure, json!(["https:", true]), "a trusted, secure page");
+        let text = "added over HTTPS";
+        add_through_form(&client, text).await;
+        wait_until("the note over HTTPS", WAIT_MAX, || async {
+            listed_texts(&client)
+                .await
+                .first()
+                .is_some_and(|t| t == text)
+        })
+        .await;
+        assert!(not_reloaded(&client).await, "the page reloaded");
+        // No mixed content: everything the page loaded (script, style, icon,
+        // the event stream, the form post) came from the HTTPS origin, and
+        // every URL in the document is relative to it or https.
+        let loaded = js(
+            &client,
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            vec![],
+        )
+        .await;
+        let loaded: Vec<String> = serde_json::from_value(loaded).expect("resource names");
+        assert!(!loaded.is_empty());
+        for url in &loaded {
+            assert!(
+                url.starts_with(&format!("{base}/")),
+                "{url} loaded off the HTTPS origin"
+            );
+        }
+        let urls = js(
+            &client,
+            "return Array.from(document.querySelectorAll('[src],[href],[action]'))\
+               .map(e => e.src || e.href || e.action)",
+            vec![],
+        )
+        .await;
+        let urls: Vec<String> = serde_json::from_value(urls).expect("document URLs");
+        for url in &urls {
+            assert!(!url.starts_with("http:"), "{url} in the page is plain HTTP");
+        }
+        screenshot(&client, "https").await;
+        client.close().await.expect("close");
     });
 }

@@ -669,3 +669,79 @@ fn a_request_relayed_to_another_node_is_answered_at_once_when_shard_0_fails() {
     }
     panic!("in 3 attempts, no relayed request was pending when shard 0 unwound");
 }
+
+/// Every node serves HTTPS (the same test CA; each node's certificate
+/// covers 127.0.0.x), with its operator endpoints on an admin listener:
+/// the mesh forms, writes on any node are acknowledged by the others and
+/// read back from every node over HTTPS, also when requests run on another
+/// node (`--dispatch random`), and each node's `/_status` is on its admin
+/// listener only.
+#[test]
+fn the_cluster_works_with_https_on_every_node() {
+    use common::tls::{self, Leaf, TestCa};
+    let net = Net::new();
+    let ca = TestCa::new(&net.dir.path().join("pki"));
+    let config = tls::client(&ca);
+    let start = |name: &str, ip: u8, join: &[&Server]| {
+        let issued = ca.issue(name, &Leaf::default());
+        let admin = format!("127.0.0.{ip}:0");
+        let mut extra = tls::tls_flags(&issued);
+        extra.extend([
+            "--admin-listen".to_string(),
+            admin,
+            "--dispatch".into(),
+            "random".into(),
+        ]);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let s = net.start(name, ip, join, &extra);
+        assert_eq!(s.scheme, "https");
+        s
+    };
+    let a = start("a", 2, &[]);
+    let b = start("b", 3, &[&a]);
+    let c = start("c", 4, &[&b]);
+    let nodes = [&a, &b, &c];
+    let admin_status = |s: &Server| {
+        Client::connect(s.admin_addr.unwrap())
+            .request("GET", "/_status", &[], b"")
+            .json()
+    };
+    for n in nodes {
+        assert!(
+            wait_until(CONVERGE, || {
+                admin_status(n)["cluster"]["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().filter(|m| m["connected"] == true).count() == 2)
+            }),
+            "mesh did not form: {}",
+            admin_status(n)
+        );
+        let public = tls::connect(n.addr, &config).request("GET", "/_status", &[], b"");
+        assert_eq!(public.status, 404, "/_status is on the admin listener only");
+    }
+    let mut ids = Vec::new();
+    for (i, writer) in nodes.iter().enumerate() {
+        let text = format!("over https via node {i}");
+        let r = writer.https(&config, "POST", "/notes", text.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        for reader in nodes {
+            let got = reader.https(&config, "GET", &format!("/notes/{id}"), b"");
+            assert_eq!(got.status, 200, "note {id} from node {i} read on a peer");
+            assert_eq!(got.json()["text"], text);
+        }
+        ids.push(id);
+    }
+    for n in nodes {
+        let listed: BTreeSet<String> = tls::connect(n.addr, &config)
+            .all_notes()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            ids.iter().cloned().collect(),
+            "every node lists every note"
+        );
+    }
+}

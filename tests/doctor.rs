@@ -243,3 +243,98 @@ fn cluster_settings_are_checked() {
         "{report}"
     );
 }
+
+#[test]
+fn the_tls_certificate_and_key_are_checked() {
+    use common::tls::{Leaf, TestCa};
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&tmp.path().join("pki"));
+    let data = tmp.path().join("data");
+    let run = |cert: &std::path::Path, key: &std::path::Path| {
+        doctor(
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--cores",
+                "1",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let private = |path: &std::path::Path| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap()
+    };
+    let good = ca.issue("good", &Leaf::default());
+    private(&good.key);
+    let (code, report) = run(&good.cert, &good.key);
+    assert_eq!(code, 0, "{report}");
+    let tls = line(&report, "PASS", "tls").unwrap_or_else(|| panic!("{report}"));
+    assert!(tls.contains("is its private key"), "{tls}");
+    let expiry = line(&report, "PASS", "tls expiry").unwrap_or_else(|| panic!("{report}"));
+    assert!(expiry.contains("more days"), "{expiry}");
+    assert!(line(&report, "PASS", "tls chain").is_some(), "{report}");
+    assert!(line(&report, "WARN", "tls key").is_none(), "{report}");
+
+    // Expiring soon: a warning, with what to check.
+    let soon = ca.issue(
+        "soon",
+        &Leaf {
+            days_valid: 10,
+            ..Leaf::default()
+        },
+    );
+    private(&soon.key);
+    let (code, report) = run(&soon.cert, &soon.key);
+    assert_eq!(code, 0, "{report}");
+    let w = line(&report, "WARN", "tls expiry").unwrap_or_else(|| panic!("{report}"));
+    assert!(w.contains("expires in"), "{w}");
+
+    // Expired, and a key that is not the certificate's: FAIL.
+    let expired = ca.issue(
+        "expired",
+        &Leaf {
+            days_valid: -3,
+            ..Leaf::default()
+        },
+    );
+    let (code, report) = run(&expired.cert, &expired.key);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        line(&report, "FAIL", "tls expiry").is_some_and(|l| l.contains("expired")),
+        "{report}"
+    );
+    let (code, report) = run(&good.cert, &soon.key);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        line(&report, "FAIL", "tls").is_some_and(|l| l.contains("does not belong")),
+        "{report}"
+    );
+    let (code, report) = run(&tmp.path().join("missing.pem"), &good.key);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        line(&report, "FAIL", "tls").is_some_and(|l| l.contains("cannot read")),
+        "{report}"
+    );
+
+    // A chain out of order (the certificate after the leaf did not issue
+    // it), and a key readable by others: warnings.
+    let chain = tmp.path().join("misordered.pem");
+    let mut pem = std::fs::read_to_string(&good.cert).unwrap();
+    pem.push_str(&std::fs::read_to_string(&soon.cert).unwrap());
+    std::fs::write(&chain, pem).unwrap();
+    std::fs::set_permissions(&good.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, report) = run(&chain, &good.key);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        line(&report, "WARN", "tls chain").is_some_and(|l| l.contains("is not the issuer")),
+        "{report}"
+    );
+    assert!(line(&report, "WARN", "tls key").is_some(), "{report}");
+}

@@ -187,6 +187,10 @@ fn write_stream_head(out: &mut Vec<u8>, mode: ResponseMode) {
         out.extend_from_slice(b"\r\nX-Served-By: ");
         out.extend_from_slice(by.as_bytes());
     }
+    if let Some(hsts) = mode.hsts {
+        out.extend_from_slice(b"\r\nStrict-Transport-Security: ");
+        out.extend_from_slice(hsts.as_bytes());
+    }
     // No Content-Length and no chunking: the body ends when the connection
     // closes. `X-Accel-Buffering: no` keeps a buffering proxy (nginx) from
     // holding events back; a stream is never stored (`no-store`) and never

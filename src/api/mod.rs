@@ -16,6 +16,7 @@
 //! - [`events`]: live updates (`GET /events`, Server-Sent Events);
 //! - [`notes`]: the notes JSON API and the original `/add_note`;
 //! - [`ops`]: health, metrics and status for operators;
+//! - [`redirect`]: the redirect listener's one answer (`--redirect-http`);
 //! - [`admin`]: fault injection and the partition hook (`--fault-injection` only);
 //! - [`render`]: a note as JSON, a note id as text;
 //! - [`representation`]: how a body goes out: `ETag` and `304`,
@@ -31,12 +32,13 @@ pub mod events;
 pub mod notes;
 pub mod ops;
 pub mod page;
+pub mod redirect;
 pub mod render;
 pub mod representation;
 pub mod routes;
 pub mod view;
 
-pub use routes::{Route, Routed};
+pub use routes::{Audience, Route, Routed};
 pub use view::{ApiState, CoreView, ShardStatus};
 
 use crate::http::request::RequestHead;
@@ -61,9 +63,17 @@ impl Request<'_> {
         self.head.query.map_or(&[][..], |q| q.get(self.raw_head))
     }
 
-    /// Where the route table sends this request.
+    /// Where the route table sends this request, on a server with one
+    /// listener (or a request that was routed already, elsewhere).
     pub fn route(&self, fault_injection: bool) -> Routed {
         routes::route(self.head.method, self.path(), fault_injection)
+    }
+
+    /// Where the route table sends this request, which came in on
+    /// `audience`'s listener.
+    #[inline]
+    pub fn route_for(&self, fault_injection: bool, audience: Audience) -> Routed {
+        routes::route_for(self.head.method, self.path(), fault_injection, audience)
     }
 }
 

@@ -7,6 +7,11 @@
 //! and the metrics (`metrics.rs`) all read this table: adding a route is
 //! adding one entry here and its handler.
 //!
+//! With `--admin-listen`, operator endpoints move to their own listener:
+//! each entry says where it is answered ([`Reach`]) and the router is told
+//! which listener a request came in on ([`Audience`]). Without it, one
+//! listener answers everything.
+//!
 //! Invariants (checked by the tests below): no two entries answer the same
 //! method on the same path, and every entry of one path names the same
 //! `Allow` list (the methods of all of them), so a 405 lists them all.
@@ -31,10 +36,12 @@ pub enum Route {
     NotFound,
     /// The request could not be parsed or framed (no route was chosen).
     Malformed,
+    /// Answered by the redirect listener (`--redirect-http`).
+    Redirect,
 }
 
 impl Route {
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::Page,
         Route::AddNote,
         Route::NotesCreate,
@@ -48,6 +55,7 @@ impl Route {
         Route::Admin,
         Route::NotFound,
         Route::Malformed,
+        Route::Redirect,
     ];
 
     pub fn label(self) -> &'static str {
@@ -65,6 +73,7 @@ impl Route {
             Route::Admin => "admin",
             Route::NotFound => "not_found",
             Route::Malformed => "malformed",
+            Route::Redirect => "redirect",
         }
     }
 }
@@ -126,6 +135,41 @@ impl Methods {
     }
 }
 
+/// Which listener answers an entry once `--admin-listen` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The public listener (`--listen`): the notes, the page, its files.
+    Public,
+    /// The admin listener: metrics, status, fault injection (which
+    /// reveal peers' addresses or change the server's behaviour).
+    Operator,
+    /// Both (`/healthz`: load balancers probe the public address).
+    Both,
+}
+
+/// The listener a request came in on, as the router sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// No admin listener: the public listener answers every entry.
+    Everyone,
+    /// The public listener, with an admin listener elsewhere.
+    Public,
+    /// The admin listener.
+    Operator,
+}
+
+impl Reach {
+    fn serves(self, audience: Audience) -> bool {
+        matches!(
+            (self, audience),
+            (_, Audience::Everyone)
+                | (Reach::Both, _)
+                | (Reach::Public, Audience::Public)
+                | (Reach::Operator, Audience::Operator)
+        )
+    }
+}
+
 /// One route.
 #[derive(Debug)]
 pub struct Entry {
@@ -143,6 +187,8 @@ pub struct Entry {
     /// Exists only with `--fault-injection`; otherwise the path is a 404
     /// like any unknown path, for every method.
     pub fault_injection_only: bool,
+    /// Where it is answered when an admin listener is set.
+    pub reach: Reach,
 }
 
 const fn entry(
@@ -161,7 +207,13 @@ const fn entry(
         route,
         dispatchable,
         fault_injection_only: false,
+        reach: Reach::Public,
     }
+}
+
+/// An operator endpoint: on the admin listener when there is one.
+const fn operator(entry: Entry, reach: Reach) -> Entry {
+    Entry { reach, ..entry }
 }
 
 const fn admin(path: &'static [u8], handler: Handler) -> Entry {
@@ -173,6 +225,7 @@ const fn admin(path: &'static [u8], handler: Handler) -> Entry {
         route: Route::Admin,
         dispatchable: false,
         fault_injection_only: true,
+        reach: Reach::Operator,
     }
 }
 
@@ -232,29 +285,38 @@ pub static TABLE: [Entry; 12] = [
         false,
     ),
     entry(Asset, GetHead, "GET, HEAD", H::Asset, Route::Asset, false),
-    entry(
-        Exact(b"/healthz"),
-        GetHead,
-        "GET, HEAD",
-        H::Healthz,
-        Route::Healthz,
-        false,
+    operator(
+        entry(
+            Exact(b"/healthz"),
+            GetHead,
+            "GET, HEAD",
+            H::Healthz,
+            Route::Healthz,
+            false,
+        ),
+        Reach::Both,
     ),
-    entry(
-        Exact(b"/metrics"),
-        GetHead,
-        "GET, HEAD",
-        H::Metrics,
-        Route::Metrics,
-        false,
+    operator(
+        entry(
+            Exact(b"/metrics"),
+            GetHead,
+            "GET, HEAD",
+            H::Metrics,
+            Route::Metrics,
+            false,
+        ),
+        Reach::Operator,
     ),
-    entry(
-        Exact(b"/_status"),
-        GetHead,
-        "GET, HEAD",
-        H::Status,
-        Route::Status,
-        false,
+    operator(
+        entry(
+            Exact(b"/_status"),
+            GetHead,
+            "GET, HEAD",
+            H::Status,
+            Route::Status,
+            false,
+        ),
+        Reach::Operator,
     ),
     admin(b"/_admin/fault", H::Fault),
     admin(b"/_admin/partition", H::Partition),
@@ -287,15 +349,24 @@ impl Routed {
     }
 }
 
-/// Looks a request up in the table. `fault_injection`: whether the
-/// `--fault-injection` entries exist.
+/// Looks a request up in the table, for a server with one listener.
+/// `fault_injection`: whether the `--fault-injection` entries exist.
 pub fn route(method: Method, path: &[u8], fault_injection: bool) -> Routed {
+    route_for(method, path, fault_injection, Audience::Everyone)
+}
+
+/// Looks a request that came in on `audience`'s listener up in the table:
+/// an entry that listener does not answer is a 404 like an unknown path.
+pub fn route_for(method: Method, path: &[u8], fault_injection: bool, audience: Audience) -> Routed {
     if method == Method::Other {
         return Routed::NotImplemented;
     }
     let mut path_known: Option<&'static Entry> = None;
     for e in &TABLE {
-        if (e.fault_injection_only && !fault_injection) || !e.path.matches(path) {
+        if (e.fault_injection_only && !fault_injection)
+            || !e.reach.serves(audience)
+            || !e.path.matches(path)
+        {
             continue;
         }
         if e.methods.allows(method) {
@@ -405,6 +476,42 @@ mod tests {
                 route(Method::Get, path, true),
                 Routed::MethodNotAllowed(_)
             ));
+        }
+    }
+
+    #[test]
+    fn an_admin_listener_takes_the_operator_endpoints_and_shares_healthz() {
+        let found = |p: &[u8], method, audience| {
+            matches!(route_for(method, p, true, audience), Routed::Found(_))
+        };
+        for p in [&b"/metrics"[..], b"/_status"] {
+            assert!(found(p, Method::Get, Audience::Everyone));
+            assert!(
+                !found(p, Method::Get, Audience::Public),
+                "{p:?} off the public listener"
+            );
+            assert!(matches!(
+                route_for(Method::Get, p, true, Audience::Public),
+                Routed::NotFound
+            ));
+            assert!(found(p, Method::Get, Audience::Operator));
+        }
+        for p in [&b"/_admin/fault"[..], b"/_admin/partition"] {
+            assert!(!found(p, Method::Post, Audience::Public));
+            assert!(found(p, Method::Post, Audience::Operator));
+        }
+        for audience in [Audience::Everyone, Audience::Public, Audience::Operator] {
+            assert!(
+                found(b"/healthz", Method::Get, audience),
+                "healthz on {audience:?}"
+            );
+        }
+        for p in [&b"/"[..], b"/notes/x", b"/notes", b"/events", b"/app.js"] {
+            assert!(found(p, Method::Get, Audience::Public));
+            assert!(
+                !found(p, Method::Get, Audience::Operator),
+                "{p:?} not on the admin listener"
+            );
         }
     }
 

@@ -13,7 +13,12 @@ use clap::{Args, Subcommand};
 use super::mix::{self, Mix, MixError};
 use super::schedule::Mode;
 use super::url::{self, UrlError};
-use super::{Outputs, Plan};
+use super::{Outputs, Plan, TlsPlan};
+use crate::tls::client::{self as tls_client, ClientTlsError, Trust};
+
+/// The CA bundle trusted for https targets when no `--cacert` is given
+/// (Debian's `ca-certificates`).
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Most connections of one run. One address can take about this many from
 /// one client IP before the ephemeral port range runs out; each costs a
@@ -37,9 +42,22 @@ pub const TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 pub struct BenchArgs {
     #[command(subcommand)]
     pub command: Option<BenchCommand>,
-    /// Target URL: http://HOST[:PORT][/PATH] (the request is GET PATH unless --mix is given).
+    /// Target URL: http://HOST[:PORT][/PATH] or https://... (the request is GET PATH unless --mix is given).
     #[arg(required = true, value_name = "URL")]
     pub url: Option<String>,
+    /// https: trust the CA certificates in this PEM file [default: the system's, /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// https: accept any server certificate (handshake signatures are still verified).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// Open a new connection for every request (`Connection: close`): measures
+    /// connection set-up, and with https handshakes per second.
+    #[arg(long)]
+    pub connection_per_request: bool,
+    /// https: never resume a TLS session, so every handshake is a full one.
+    #[arg(long)]
+    pub no_tls_resume: bool,
     /// Open connections (keep-alive), spread over the threads.
     #[arg(short = 'c', long, default_value_t = 64, value_name = "N")]
     pub connections: usize,
@@ -106,6 +124,8 @@ pub enum ArgsError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Tls(#[from] ClientTlsError),
 }
 
 /// Parses a duration: humantime (`30s`, `500ms`, `2m`, `1h 30m`) or a bare
@@ -206,7 +226,50 @@ impl BenchArgs {
         }
         // No more threads than connections: a thread without one would idle.
         let threads = threads.min(self.connections);
-        let headers = mix::render_headers(&self.headers)?;
+        let mut headers = mix::render_headers(&self.headers)?;
+        if self.connection_per_request {
+            if self.pipeline > 1 {
+                return Err(ArgsError::Invalid(
+                    "--pipeline needs keep-alive connections: not with --connection-per-request"
+                        .into(),
+                ));
+            }
+            headers.push_str("Connection: close\r\n");
+        }
+        let parsed = url::parse(url_text)?;
+        if !parsed.tls && (self.cacert.is_some() || self.insecure || self.no_tls_resume) {
+            return Err(ArgsError::Invalid(
+                "--cacert, --insecure and --no-tls-resume are for https:// URLs".into(),
+            ));
+        }
+        if self.insecure && self.cacert.is_some() {
+            return Err(ArgsError::Invalid(
+                "--insecure trusts any certificate: leave out --cacert, or --insecure".into(),
+            ));
+        }
+        let tls = if parsed.tls {
+            let trust = match (&self.cacert, self.insecure) {
+                (_, true) => Trust::Anyone,
+                (Some(path), false) => Trust::CaFile(path.clone()),
+                (None, false) if std::path::Path::new(SYSTEM_CA_FILE).exists() => {
+                    Trust::CaFile(SYSTEM_CA_FILE.into())
+                }
+                (None, false) => {
+                    return Err(ArgsError::Invalid(format!(
+                        "https needs a CA to trust: --cacert FILE, or --insecure ({SYSTEM_CA_FILE} is missing)"
+                    )))
+                }
+            };
+            let config = tls_client::config(&trust, !self.no_tls_resume)?;
+            let server_name = tls_client::server_name(&parsed.host)
+                .map_err(|why| ArgsError::Invalid(format!("bad TLS server name {why}")))?;
+            Some(TlsPlan {
+                config,
+                server_name,
+            })
+        } else {
+            None
+        };
         let target = url::resolve(url_text)?;
         let specs = match &self.mix {
             Some(spec) => mix::parse_spec(spec)?,
@@ -223,6 +286,8 @@ impl BenchArgs {
             mode,
             connections: self.connections,
             pipeline: self.pipeline,
+            tls,
+            connection_per_request: self.connection_per_request,
             duration,
             warmup,
             timeout,

@@ -18,6 +18,12 @@
 //! [`CONNECT_RETRY_MS`] before the next attempt so a dead server is not
 //! hammered. When the run ends, requests still in flight are abandoned
 //! (counted as such, not as errors).
+//!
+//! With `--connection-per-request` each request carries `Connection:
+//! close` and the connection is dropped once it is answered, so the next
+//! one connects (and, for `https`, handshakes) again; the request's latency
+//! includes the connect. Every handshake inside the measurement is counted
+//! (full or resumed) with its duration (`stats.rs`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -27,9 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::mix::Rng;
-use super::reactor::{sleep_until, Reactor, Socket};
+use super::reactor::{sleep_until, Reactor};
 use super::schedule::{Mode, RateSchedule, Window};
 use super::stats::{ErrorKind, Stats};
+use super::wire::{ConnectError, Wire};
 use super::Plan;
 use crate::http::client::{Next, ResponseReader};
 
@@ -71,7 +78,7 @@ pub struct Conn {
     ctx: Rc<ThreadCtx>,
     /// This connection's index among all connections of the run.
     index: u32,
-    stream: Option<Socket>,
+    stream: Option<Wire>,
     reader: ResponseReader,
     /// Requests about to be sent (reused, so no allocation per request).
     wbuf: Vec<u8>,
@@ -82,7 +89,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(ctx: Rc<ThreadCtx>, index: u32, stream: Option<Socket>, seed: u64) -> Conn {
+    pub fn new(ctx: Rc<ThreadCtx>, index: u32, stream: Option<Wire>, seed: u64) -> Conn {
         let pipeline = ctx.plan.pipeline;
         Conn {
             ctx,
@@ -165,7 +172,19 @@ impl Conn {
         if !self.send().await {
             return true;
         }
-        !matches!(self.read_answers().await, ReadOutcome::RunOver)
+        match self.read_answers().await {
+            ReadOutcome::RunOver => false,
+            ReadOutcome::Done if self.ctx.plan.connection_per_request => {
+                // Answered: this connection is done (the server closes it
+                // too, having read `Connection: close`).
+                if let Some(stream) = self.stream.take() {
+                    stream.shutdown();
+                }
+                self.reader.reset();
+                true
+            }
+            ReadOutcome::Done | ReadOutcome::Dropped => true,
+        }
     }
 
     /// Picks the next request, renders it into the write buffer and
@@ -186,14 +205,34 @@ impl Conn {
     /// Opens the connection; on failure fails the queued requests and waits
     /// a little before the caller tries again.
     async fn connect(&mut self) -> bool {
+        let started = Instant::now();
         match connect(&self.ctx.reactor, &self.ctx.plan).await {
-            Ok(stream) => {
+            Ok((stream, handshake)) => {
+                if let Some(h) = handshake {
+                    self.ctx.stats.borrow_mut().handshake(
+                        &self.ctx.window,
+                        started,
+                        h.took,
+                        h.resumed,
+                    );
+                }
                 self.stream = Some(stream);
                 self.reader.reset();
                 true
             }
-            Err(_) => {
-                self.fail_inflight(ErrorKind::Connect, Instant::now());
+            Err(e) => {
+                let kind = match &e {
+                    ConnectError::Handshake(why) => {
+                        self.ctx.stats.borrow_mut().handshake_failed(
+                            &self.ctx.window,
+                            started,
+                            why,
+                        );
+                        ErrorKind::Tls
+                    }
+                    ConnectError::Tcp(_) => ErrorKind::Connect,
+                };
+                self.fail_inflight(kind, Instant::now());
                 let retry = Instant::now() + Duration::from_millis(CONNECT_RETRY_MS);
                 sleep_until(&self.ctx.reactor, retry).await;
                 false
@@ -203,7 +242,7 @@ impl Conn {
 
     /// Sends the write buffer; on failure the connection is dropped.
     async fn send(&mut self) -> bool {
-        let Some(stream) = self.stream.as_ref() else {
+        let Some(stream) = self.stream.as_mut() else {
             return false;
         };
         let at = self.inflight.back().map_or_else(Instant::now, |r| r.sent);
@@ -262,7 +301,7 @@ impl Conn {
                 self.drop_connection(ErrorKind::Timeout, now);
                 return ReadOutcome::Dropped;
             }
-            let Some(stream) = self.stream.as_ref() else {
+            let Some(stream) = self.stream.as_mut() else {
                 return ReadOutcome::Dropped;
             };
             let result = stream.read(self.reader.space(), deadline).await;
@@ -314,7 +353,18 @@ impl Conn {
     }
 }
 
-/// Opens one connection to the plan's target (bounded by `--timeout`).
-pub async fn connect(reactor: &Rc<Reactor>, plan: &Plan) -> io::Result<Socket> {
-    Socket::connect(reactor, plan.target.addr, Instant::now() + plan.timeout).await
+/// Opens one connection to the plan's target, with its TLS handshake for
+/// `https` (bounded by `--timeout`).
+pub async fn connect(
+    reactor: &Rc<Reactor>,
+    plan: &Plan,
+) -> Result<(Wire, Option<super::wire::Handshake>), ConnectError> {
+    let tls = plan.tls.as_ref().map(|t| (&t.config, &t.server_name));
+    Wire::connect(
+        reactor,
+        plan.target.addr,
+        tls,
+        Instant::now() + plan.timeout,
+    )
+    .await
 }

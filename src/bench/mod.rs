@@ -21,7 +21,7 @@
 //! Rooms: [`url`] (the target), [`mix`] (what to send), [`schedule`] (when,
 //! and from when latency counts), [`reactor`] (the event loop), [`client`]
 //! (the connection loop; it reads answers with the HTTP core's client role,
-//! `http/client.rs`), [`stats`] (what is counted), [`report`],
+//! `http/client.rs`), [`wire`] (a connection's bytes, plain or TLS), [`stats`] (what is counted), [`report`],
 //! [`html`], [`compare`] (two runs side by side).
 
 pub mod args;
@@ -35,6 +35,7 @@ pub mod report;
 pub mod schedule;
 pub mod stats;
 pub mod url;
+pub mod wire;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -78,6 +79,10 @@ pub struct Plan {
     pub connections: usize,
     /// Requests per batch per connection (closed loop; 1 in rate mode).
     pub pipeline: usize,
+    /// For an `https` target: the client configuration and the server name.
+    pub tls: Option<TlsPlan>,
+    /// Every request on a new connection (`Connection: close`).
+    pub connection_per_request: bool,
     pub duration: Duration,
     pub warmup: Duration,
     /// Longest wait for a connect or a whole response.
@@ -87,6 +92,13 @@ pub struct Plan {
     pub outputs: Outputs,
     /// Show live progress on stderr.
     pub progress: bool,
+}
+
+/// How connections to an `https` target are made.
+#[derive(Debug)]
+pub struct TlsPlan {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 /// Files to write at the end.
@@ -376,14 +388,14 @@ fn load_thread(
         .map(|g| g as u32)
         .collect();
     // Connect up-front, concurrently, outside the measurement.
-    let streams: Rc<RefCell<Vec<Option<reactor::Socket>>>> =
+    let streams: Rc<RefCell<Vec<Option<wire::Wire>>>> =
         Rc::new(RefCell::new((0..indexes.len()).map(|_| None).collect()));
     let connecting: Vec<reactor::Task> = (0..indexes.len())
         .map(|i| {
             let (plan, reactor, streams) =
                 (Arc::clone(&plan), Rc::clone(&reactor), Rc::clone(&streams));
             Box::pin(async move {
-                let stream = client::connect(&reactor, &plan).await.ok();
+                let stream = client::connect(&reactor, &plan).await.ok().map(|(w, _)| w);
                 streams.borrow_mut()[i] = stream;
             }) as reactor::Task
         })

@@ -75,6 +75,26 @@ pub struct RunReport {
     pub throughput_per_s: Vec<u64>,
     /// Errors in each second of the measurement.
     pub errors_per_s: Vec<u64>,
+    /// Every request on a new connection (`--connection-per-request`).
+    pub connection_per_request: bool,
+    /// TLS handshakes, for an `https` target.
+    pub tls: Option<TlsReport>,
+}
+
+/// The TLS handshakes of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsReport {
+    /// Completed handshakes in the measurement: full plus resumed.
+    pub handshakes: u64,
+    pub full: u64,
+    pub resumed: u64,
+    pub failed: u64,
+    /// Why the first failed handshake failed.
+    pub first_error: Option<String>,
+    pub handshakes_per_s: f64,
+    /// From the start of the TCP connect to a usable connection.
+    pub handshake_us: LatencyReport,
 }
 
 /// Where the benchmark ran.
@@ -103,6 +123,8 @@ pub struct MixReport {
 pub struct ErrorReport {
     pub total: u64,
     pub connect: u64,
+    /// TLS handshakes that failed (the connect worked).
+    pub tls: u64,
     pub timeout: u64,
     pub reset: u64,
     pub protocol: u64,
@@ -167,6 +189,7 @@ impl ErrorReport {
         ErrorReport {
             total: e.total(),
             connect: e.connect,
+            tls: e.tls,
             timeout: e.timeout,
             reset: e.reset,
             protocol: e.protocol,
@@ -179,6 +202,7 @@ impl ErrorReport {
         let mut parts = Vec::new();
         for (name, n) in [
             ("connect", self.connect),
+            ("tls", self.tls),
             ("timeout", self.timeout),
             ("reset", self.reset),
             ("protocol", self.protocol),
@@ -252,6 +276,19 @@ impl RunReport {
             latency_uncorrected_us: uncorrected,
             throughput_per_s: stats.responses_per_s.clone(),
             errors_per_s: stats.errors_per_s.clone(),
+            connection_per_request: plan.connection_per_request,
+            tls: plan.target.tls.then(|| {
+                let h = &stats.handshakes;
+                TlsReport {
+                    handshakes: h.total(),
+                    full: h.full,
+                    resumed: h.resumed,
+                    failed: h.failed,
+                    first_error: h.first_error.clone(),
+                    handshakes_per_s: h.total() as f64 / secs,
+                    handshake_us: LatencyReport::new(&h.time),
+                }
+            }),
         }
     }
 
@@ -292,8 +329,15 @@ pub fn all_failed_line(r: &RunReport) -> String {
             group(r.abandoned)
         );
     }
+    let tls_why = r
+        .tls
+        .as_ref()
+        .and_then(|t| t.first_error.as_ref())
+        .map_or(String::new(), |why| {
+            format!("; the first TLS handshake failed: {why}")
+        });
     format!(
-        "every request failed against {}: {} errors ({}) and no successful response",
+        "every request failed against {}: {} errors ({}) and no successful response{tls_why}",
         r.url,
         group(r.errors.total),
         r.errors.summary()
@@ -313,8 +357,13 @@ pub fn text(r: &RunReport) -> String {
     let cpus: Vec<String> = r.cpus.iter().map(|c| c.to_string()).collect();
     let _ = writeln!(
         out,
-        "  load       {} on {} (CPUs {}), pipeline {}, {}{warmup}, timeout {}",
+        "  load       {}{} on {} (CPUs {}), pipeline {}, {}{warmup}, timeout {}",
         plural(r.connections as u64, "connection"),
+        if r.connection_per_request {
+            " (a new one per request)"
+        } else {
+            ""
+        },
         plural(r.threads as u64, "thread"),
         cpus.join(","),
         r.pipeline,
@@ -349,6 +398,23 @@ pub fn text(r: &RunReport) -> String {
             group(r.errors.total),
             r.errors.summary()
         );
+    }
+    if let Some(t) = &r.tls {
+        let _ = writeln!(
+            out,
+            "handshakes   {} = {}/s (full {}, resumed {}, failed {}); time to a usable connection p50 {}, p99 {}, max {}",
+            group(t.handshakes),
+            group_f(t.handshakes_per_s),
+            group(t.full),
+            group(t.resumed),
+            group(t.failed),
+            fmt_us(t.handshake_us.p50),
+            fmt_us(t.handshake_us.p99),
+            fmt_us(t.handshake_us.max)
+        );
+        if let Some(why) = &t.first_error {
+            let _ = writeln!(out, "             first failed handshake: {why}");
+        }
     }
     if r.abandoned > 0 {
         let _ = writeln!(

@@ -39,6 +39,8 @@ pub fn new_histogram() -> Histogram<u64> {
 pub enum ErrorKind {
     /// The connection could not be established.
     Connect,
+    /// TCP connected, the TLS handshake failed (e.g. an untrusted certificate).
+    Tls,
     /// No complete response within `--timeout`.
     Timeout,
     /// The connection broke (reset, or closed before the whole response).
@@ -53,6 +55,7 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorCounts {
     pub connect: u64,
+    pub tls: u64,
     pub timeout: u64,
     pub reset: u64,
     pub protocol: u64,
@@ -64,6 +67,7 @@ impl ErrorCounts {
     pub fn add(&mut self, kind: ErrorKind) {
         match kind {
             ErrorKind::Connect => self.connect += 1,
+            ErrorKind::Tls => self.tls += 1,
             ErrorKind::Timeout => self.timeout += 1,
             ErrorKind::Reset => self.reset += 1,
             ErrorKind::Protocol => self.protocol += 1,
@@ -72,11 +76,17 @@ impl ErrorCounts {
     }
 
     pub fn total(&self) -> u64 {
-        self.connect + self.timeout + self.reset + self.protocol + self.status.values().sum::<u64>()
+        self.connect
+            + self.tls
+            + self.timeout
+            + self.reset
+            + self.protocol
+            + self.status.values().sum::<u64>()
     }
 
     pub fn merge(&mut self, other: &ErrorCounts) {
         self.connect += other.connect;
+        self.tls += other.tls;
         self.timeout += other.timeout;
         self.reset += other.reset;
         self.protocol += other.protocol;
@@ -105,6 +115,35 @@ pub struct EntryCounts {
     pub errors: u64,
 }
 
+/// TLS handshakes made during the measurement (`https` targets).
+#[derive(Debug, Clone)]
+pub struct HandshakeStats {
+    pub full: u64,
+    pub resumed: u64,
+    /// Connections whose TCP connect worked and whose handshake did not.
+    pub failed: u64,
+    /// Why the first of them failed (for the report).
+    pub first_error: Option<String>,
+    /// From the start of the connect to a usable connection, microseconds.
+    pub time: Histogram<u64>,
+}
+
+impl HandshakeStats {
+    fn new() -> HandshakeStats {
+        HandshakeStats {
+            full: 0,
+            resumed: 0,
+            failed: 0,
+            first_error: None,
+            time: new_histogram(),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.full + self.resumed
+    }
+}
+
 /// One thread's (or, merged, the whole run's) measurements.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -129,6 +168,7 @@ pub struct Stats {
     /// Requests still owed a response when the run ended (not counted
     /// anywhere else).
     pub abandoned: u64,
+    pub handshakes: HandshakeStats,
 }
 
 impl Stats {
@@ -145,6 +185,43 @@ impl Stats {
             responses_per_s: Vec::new(),
             errors_per_s: Vec::new(),
             abandoned: 0,
+            handshakes: HandshakeStats::new(),
+        }
+    }
+
+    /// Records a TLS handshake begun at `started` that took `took`.
+    pub fn handshake(
+        &mut self,
+        window: &Window,
+        started: Instant,
+        took: std::time::Duration,
+        resumed: bool,
+    ) {
+        if !window.measures(started) {
+            return;
+        }
+        if resumed {
+            self.handshakes.resumed += 1;
+        } else {
+            self.handshakes.full += 1;
+        }
+        self.handshakes
+            .time
+            .saturating_record(took.as_micros().min(u128::from(LATENCY_US_MAX)) as u64);
+    }
+
+    /// Records a handshake begun at `started` that failed with `why`.
+    pub fn handshake_failed(
+        &mut self,
+        window: &Window,
+        started: Instant,
+        why: &dyn std::fmt::Display,
+    ) {
+        if self.handshakes.first_error.is_none() {
+            self.handshakes.first_error = Some(why.to_string());
+        }
+        if window.measures(started) {
+            self.handshakes.failed += 1;
         }
     }
 
@@ -228,6 +305,15 @@ impl Stats {
         add_series(&mut self.responses_per_s, &other.responses_per_s);
         add_series(&mut self.errors_per_s, &other.errors_per_s);
         self.abandoned += other.abandoned;
+        self.handshakes.full += other.handshakes.full;
+        self.handshakes.resumed += other.handshakes.resumed;
+        self.handshakes.failed += other.handshakes.failed;
+        if self.handshakes.first_error.is_none() {
+            self.handshakes
+                .first_error
+                .clone_from(&other.handshakes.first_error);
+        }
+        let _ = self.handshakes.time.add(&other.handshakes.time);
     }
 }
 

@@ -1,11 +1,14 @@
-//! The target of a benchmark: an `http://` URL, parsed and resolved once.
+//! The target of a benchmark: an `http://` or `https://` URL, parsed and
+//! resolved once.
 //!
-//! Only what a load generator needs is accepted: the `http` scheme, a host
-//! (name, IPv4 address or bracketed IPv6 address), an optional port and an
-//! optional path with query. The host is resolved before the run starts, so
-//! every connection goes to the same address and no lookup happens while
-//! measuring. `https`, user info and fragments are refused with a message
-//! saying so rather than silently ignored.
+//! Only what a load generator needs is accepted: the `http` or `https`
+//! scheme, a host (name, IPv4 address or bracketed IPv6 address), an
+//! optional port (80 or 443 by default) and an optional path with query.
+//! The host is resolved before the run starts, so every connection goes to
+//! the same address and no lookup happens while measuring; for `https` it
+//! is also the name the server's certificate is checked against (SNI).
+//! Other schemes, user info and fragments are refused with a message saying
+//! so rather than silently ignored.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -15,9 +18,9 @@ pub const URL_BYTES_MAX: usize = 8192;
 /// Why a URL cannot be benchmarked.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("invalid URL {0:?}: expected http://HOST[:PORT][/PATH]")]
+    #[error("invalid URL {0:?}: expected http://HOST[:PORT][/PATH] or https://...")]
     Malformed(String),
-    #[error("invalid URL {0:?}: only http:// is supported (no TLS)")]
+    #[error("invalid URL {0:?}: only http:// and https:// are supported")]
     Scheme(String),
     #[error("invalid URL {url:?}: {why}")]
     Invalid { url: String, why: &'static str },
@@ -25,11 +28,15 @@ pub enum UrlError {
     Resolve { host: String, why: String },
 }
 
-/// A parsed and resolved `http://` URL.
+/// A parsed and resolved URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The URL as the user gave it (for reports).
     pub url: String,
+    /// `https`: connections speak TLS.
+    pub tls: bool,
+    /// The host without brackets: the TLS server name.
+    pub host: String,
     /// The value of the `Host` header: the authority as written (host and,
     /// if given, port).
     pub authority: String,
@@ -42,6 +49,7 @@ pub struct Target {
 /// The parts of a URL before name resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedUrl {
+    pub tls: bool,
     pub authority: String,
     /// Host without brackets (an IPv6 literal is bare here).
     pub host: String,
@@ -49,7 +57,8 @@ pub struct ParsedUrl {
     pub path: String,
 }
 
-/// Splits an `http://` URL into its parts, without resolving the host.
+/// Splits an `http://` or `https://` URL into its parts, without resolving
+/// the host.
 pub fn parse(url: &str) -> Result<ParsedUrl, UrlError> {
     let malformed = || UrlError::Malformed(url.to_string());
     if url.len() > URL_BYTES_MAX {
@@ -65,9 +74,13 @@ pub fn parse(url: &str) -> Result<ParsedUrl, UrlError> {
         });
     }
     let (scheme, rest) = url.split_once("://").ok_or_else(malformed)?;
-    if !scheme.eq_ignore_ascii_case("http") {
+    let tls = if scheme.eq_ignore_ascii_case("http") {
+        false
+    } else if scheme.eq_ignore_ascii_case("https") {
+        true
+    } else {
         return Err(UrlError::Scheme(url.to_string()));
-    }
+    };
     let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -106,6 +119,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl, UrlError> {
         return Err(malformed());
     }
     let port = match port {
+        None if tls => 443,
         None => 80,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
@@ -118,6 +132,7 @@ pub fn parse(url: &str) -> Result<ParsedUrl, UrlError> {
         },
     };
     Ok(ParsedUrl {
+        tls,
         authority: authority.to_string(),
         host: host.to_string(),
         port,
@@ -139,6 +154,8 @@ pub fn resolve(url: &str) -> Result<Target, UrlError> {
         .ok_or_else(|| resolve_err("no address".into()))?;
     Ok(Target {
         url: url.to_string(),
+        tls: parsed.tls,
+        host: parsed.host,
         authority: parsed.authority,
         path: parsed.path,
         addr,
@@ -163,6 +180,15 @@ mod tests {
         let p = parse("http://localhost").unwrap();
         assert_eq!((p.port, p.path.as_str()), (80, "/"));
         assert_eq!(parse("http://h?x=1").unwrap().path, "/?x=1");
+    }
+
+    #[test]
+    fn https_urls_default_to_port_443() {
+        let p = parse("https://localhost/notes").unwrap();
+        assert!(p.tls);
+        assert_eq!((p.port, p.host.as_str()), (443, "localhost"));
+        assert!(!parse("HTTP://localhost").unwrap().tls);
+        assert_eq!(parse("https://h:8443/").unwrap().port, 8443);
     }
 
     #[test]
@@ -192,7 +218,7 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(matches!(
-            parse("https://example.com/"),
+            parse("ftp://example.com/"),
             Err(UrlError::Scheme(_))
         ));
     }

@@ -24,6 +24,9 @@ pub struct ResponseMode {
     pub head_only: bool,
     /// Value of the `X-Served-By` header (`node/core`), if enabled.
     pub served_by: Option<&'static str>,
+    /// Value of the `Strict-Transport-Security` header: set on HTTPS
+    /// responses when `hsts_max_age` is configured.
+    pub hsts: Option<&'static str>,
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -33,8 +36,10 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         202 => "Accepted",
         204 => "No Content",
+        301 => "Moved Permanently",
         303 => "See Other",
         304 => "Not Modified",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -99,6 +104,11 @@ pub fn write_head(
     if let Some(by) = mode.served_by {
         out.extend_from_slice(b"X-Served-By: ");
         out.extend_from_slice(by.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(hsts) = mode.hsts {
+        out.extend_from_slice(b"Strict-Transport-Security: ");
+        out.extend_from_slice(hsts.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in headers {
@@ -167,6 +177,7 @@ impl CompleteResponse {
             http10: false,
             head_only: false,
             served_by: None,
+            hsts: None,
         };
         write_text(&mut bytes, mode, status, headers, why);
         CompleteResponse {
@@ -192,6 +203,7 @@ mod tests {
         http10: false,
         head_only: false,
         served_by: None,
+        hsts: None,
     };
 
     #[test]
@@ -199,8 +211,8 @@ mod tests {
         // Including those only the admin API (202) and dispatch (502, 504)
         // send, which once went out as "Unknown".
         for status in [
-            100, 200, 201, 202, 204, 303, 304, 400, 403, 404, 405, 408, 409, 411, 413, 414, 415,
-            417, 429, 431, 500, 501, 502, 503, 504, 505,
+            100, 200, 201, 202, 204, 301, 303, 304, 308, 400, 403, 404, 405, 408, 409, 411, 413,
+            414, 415, 417, 429, 431, 500, 501, 502, 503, 504, 505,
         ] {
             assert_ne!(reason(status), "Unknown", "{status}");
         }

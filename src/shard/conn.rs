@@ -27,20 +27,30 @@
 //! A panic while serving a request is caught here: it closes this
 //! connection only and is logged with the core; the shard keeps serving.
 //!
+//! The loop is generic over its [`Transport`] (`transport.rs`): plain TCP,
+//! or TLS on the public listener when the server has a certificate. An
+//! HTTPS connection first completes its handshake ([`serve`]), under its
+//! own deadline (`tls_handshake_timeout_ms`) and a cap on the core's
+//! handshakes in progress (`tls_handshakes_max_per_core`: beyond it a new
+//! connection is closed at once), then runs this same loop over plaintext.
+//! Which listener a connection came in on ([`Listener`]) decides what it
+//! may ask for (the admin listener's routes) or what it gets (the redirect
+//! listener's redirect).
+//!
 //! Each connection's descriptor is recorded in its shard's socket registry
 //! (`incarnation.rs`) for as long as it is open, so that the watchdog can
 //! shut it down if the shard's thread gets stuck; it is taken out of the
 //! registry before the socket is closed.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use futures_lite::FutureExt as _;
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
@@ -51,13 +61,26 @@ use super::dispatch;
 use super::incarnation::SocketRegistry;
 use super::state::{GaugeUnit, Shard};
 use super::tasks::panic_message;
+use super::transport::{HandshakeError, TlsStream, Transport};
 use crate::api::events::{self, After, Subscription};
-use crate::api::{self, Reply, Request, Route};
+use crate::api::{self, Audience, Reply, Request, Route};
 use crate::http::body::{BodyDecoder, ChunkedDecoder};
 use crate::http::request::{self, BodyFraming, HeadLimits, HeadStatus, Method, RequestHead};
 use crate::http::response::ResponseMode;
 use crate::http::HttpError;
 use crate::metrics::CoreMetrics;
+use crate::tls::session::ServerSession;
+
+/// Which of its core's listening sockets a connection was accepted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `--listen`: the site, HTTPS when the server has a certificate.
+    Public,
+    /// `--admin-listen`: the operator endpoints, plain HTTP.
+    Admin,
+    /// `--redirect-http`: plain HTTP, every request redirected to HTTPS.
+    Redirect,
+}
 
 /// Sent to a connection that arrives while its core is at the connection limit.
 const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: uringnotes\r\n\
@@ -104,19 +127,51 @@ fn limit_send_buffer(fd: std::os::fd::RawFd, bytes: usize) {
     };
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one connection accepted on `listener` until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Listener) {
+    let config = shard.config();
+    let tls = match listener {
+        Listener::Public => shard.tls_config().map(Arc::clone),
+        Listener::Admin | Listener::Redirect => None,
+    };
+    if tls.is_some() && shard.tls_handshakes.get() >= config.tls_handshakes_max_per_core {
+        // Bounded memory under a handshake flood: closed unanswered (a TLS
+        // client sees the connection end and may retry).
+        shard.metrics().add_tls_handshakes_rejected(1);
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    limit_send_buffer(fd, shard.config().send_buffer_bytes);
-    let slot = shard
-        .conns
-        .insert(fd, Phase::Idle, now_ms() + shard.config().idle_timeout_ms);
+    limit_send_buffer(fd, config.send_buffer_bytes);
+    let slot = if tls.is_some() {
+        shard.conns.insert(
+            fd,
+            Phase::Handshake,
+            now_ms() + config.tls_handshake_timeout_ms,
+        )
+    } else {
+        shard
+            .conns
+            .insert(fd, Phase::Idle, now_ms() + config.idle_timeout_ms)
+    };
     shard.sockets().register_connection(slot, fd);
     shard.metrics().connection_opened();
-    let outcome = AssertUnwindSafe(Connection::new(&shard, stream, slot).run())
-        .catch_unwind()
-        .await;
+    let guarded = Guarded {
+        _registered: Registered {
+            sockets: shard.sockets(),
+            slot,
+            fd,
+        },
+        stream,
+    };
+    let outcome = AssertUnwindSafe(async {
+        match tls {
+            None => Connection::new(&shard, guarded, slot, listener).run().await,
+            Some(config) => serve_tls(&shard, guarded, slot, config).await,
+        }
+    })
+    .catch_unwind()
+    .await;
     // The stream is closed by now (dropped with the connection future), and
     // no other task ran in between, so the sweeper cannot see a stale fd.
     shard.conns.remove(slot);
@@ -130,10 +185,113 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
 }
 
+/// Handshakes, then serves an HTTPS connection.
+async fn serve_tls(
+    shard: &Shard,
+    guarded: Guarded<'_, TcpStream>,
+    slot: usize,
+    config: Arc<rustls::ServerConfig>,
+) {
+    let session = match ServerSession::new(config) {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::warn!(core = shard.id(), error = %e, "cannot start a TLS session");
+            return;
+        }
+    };
+    let pool = &shard.write_pool;
+    let mut guarded = guarded.map(|tcp| TlsStream::new(tcp, session, pool));
+    let handshake = {
+        let _counted = InProgress::begin(&shard.tls_handshakes);
+        guarded.stream.handshake().await
+    };
+    match handshake {
+        Ok(()) => {
+            let resumed =
+                guarded.stream.session().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            shard.metrics().tls_handshake_done(resumed);
+            shard
+                .conns
+                .set(slot, Phase::Idle, now_ms() + shard.config().idle_timeout_ms);
+            Connection::new(shard, guarded, slot, Listener::Public)
+                .run()
+                .await;
+        }
+        Err(e) => {
+            shard.metrics().add_tls_handshake_failures(1);
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let peer = guarded.stream_peer();
+                let timed_out = shard.conns.timed_out(slot);
+                match e {
+                    HandshakeError::Closed if timed_out => tracing::debug!(
+                        core = shard.id(),
+                        peer = %peer,
+                        "TLS handshake not completed within tls_handshake_timeout_ms; closed"
+                    ),
+                    e => {
+                        tracing::debug!(core = shard.id(), peer = %peer, error = %e, "TLS handshake failed; closed")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts one in a per-core gauge for as long as it lives (also when a
+/// panic unwinds through it).
+struct InProgress<'a>(&'a Cell<usize>);
+
+impl<'a> InProgress<'a> {
+    fn begin(count: &'a Cell<usize>) -> InProgress<'a> {
+        count.set(count.get() + 1);
+        InProgress(count)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// A connection's stream and its registry entry, in the order they must
+/// drop: the registry released first, then the descriptor closed.
+struct Guarded<'s, T> {
+    _registered: Registered<'s>,
+    stream: T,
+}
+
+impl<'s, T> Guarded<'s, T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Guarded<'s, U> {
+        Guarded {
+            _registered: self._registered,
+            stream: f(self.stream),
+        }
+    }
+}
+
+impl Guarded<'_, TlsStream<'_>> {
+    /// The client's address, for a log line.
+    fn stream_peer(&self) -> String {
+        peer_of(self.stream.fd())
+    }
+}
+
+/// The peer address of a socket, as text (`?` when unknown).
+fn peer_of(fd: std::os::fd::RawFd) -> String {
+    // SAFETY: the descriptor stays open for the duration of the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd)
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or_else(|| "?".to_string(), |a| a.to_string())
+}
+
 /// Takes a connection's descriptor out of the shard's socket registry when
-/// dropped. It is the first field of [`Connection`], so it is dropped (and
-/// the registry released) before the stream closes the descriptor, also
-/// when a panic unwinds through the connection.
+/// dropped. It is the first field of [`Connection`] (and of [`Guarded`]), so
+/// it is dropped (and the registry released) before the stream closes the
+/// descriptor, also when a panic unwinds through the connection.
 struct Registered<'s> {
     sockets: &'s SocketRegistry,
     slot: usize,
@@ -179,12 +337,18 @@ impl ReadBuf {
     }
 }
 
-struct Connection<'s> {
+struct Connection<'s, T: Transport> {
     /// Must stay declared before `stream` (fields drop in order).
     _registered: Registered<'s>,
     shard: &'s Shard,
-    stream: TcpStream,
+    stream: T,
     slot: usize,
+    /// The listener it came in on.
+    listener: Listener,
+    /// What the route table offers it (see `api/routes.rs`, `Audience`).
+    audience: Audience,
+    /// `Strict-Transport-Security` for its responses (HTTPS only).
+    hsts: Option<&'static str>,
     rbuf: ReadBuf,
     /// Pending responses; empty with no capacity while idle.
     wbuf: Vec<u8>,
@@ -224,10 +388,10 @@ const STREAM_DISCARD_BYTES: usize = 512;
 
 /// Resolves when the client closes its side (or the socket fails). Anything
 /// it sends meanwhile is discarded.
-async fn client_gone(stream: &mut TcpStream) {
+async fn client_gone<T: Transport>(stream: &mut T) {
     let mut discard = [0u8; STREAM_DISCARD_BYTES];
     loop {
-        let n = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut discard)).await;
+        let n = std::future::poll_fn(|cx| stream.poll_read_plain(cx, &mut discard)).await;
         if !matches!(n, Ok(n) if n > 0) {
             return;
         }
@@ -240,18 +404,26 @@ enum Stop {
     Done,
 }
 
-impl<'s> Connection<'s> {
-    fn new(shard: &'s Shard, stream: TcpStream, slot: usize) -> Self {
+impl<'s, T: Transport> Connection<'s, T> {
+    fn new(shard: &'s Shard, guarded: Guarded<'s, T>, slot: usize, listener: Listener) -> Self {
         let config = shard.config();
+        let audience = match (listener, config.admin_listen.is_some()) {
+            (Listener::Admin, _) => Audience::Operator,
+            (_, true) => Audience::Public,
+            (_, false) => Audience::Everyone,
+        };
+        let Guarded {
+            _registered,
+            stream,
+        } = guarded;
         Connection {
-            _registered: Registered {
-                sockets: shard.sockets(),
-                slot,
-                fd: stream.as_raw_fd(),
-            },
+            _registered,
             shard,
             stream,
             slot,
+            listener,
+            audience,
+            hsts: if T::TLS { shard.hsts() } else { None },
             rbuf: ReadBuf {
                 buf: None,
                 start: 0,
@@ -270,8 +442,12 @@ impl<'s> Connection<'s> {
 
     async fn run(mut self) {
         let _ = self.serve_requests().await;
-        if self.flush().await.is_ok() && self.linger {
-            self.linger_close().await;
+        if self.flush().await.is_ok() {
+            if self.linger {
+                self.linger_close().await;
+            } else {
+                self.stream.close_quietly();
+            }
         }
         if let Some(b) = self.rbuf.buf.take() {
             self.shard.read_pool.give(b);
@@ -291,6 +467,7 @@ impl<'s> Connection<'s> {
                 http10: head.version_minor == 0,
                 head_only: head.method == Method::Head,
                 served_by: self.shard.served_by(),
+                hsts: self.hsts,
             };
             // Counted until the reply is recorded, also if the handler
             // panics (the guard's drop ends the count).
@@ -315,7 +492,14 @@ impl<'s> Connection<'s> {
                     raw_head,
                     body: &[],
                 };
-                let reply = dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await;
+                let reply = answer(
+                    self.shard,
+                    (self.listener, self.audience),
+                    &req,
+                    &mut self.wbuf,
+                    mode,
+                )
+                .await;
                 self.rbuf.consume(head.head_bytes);
                 reply
             } else if let Some(request_bytes) = whole_request_buffered(&head, self.rbuf.data()) {
@@ -327,7 +511,14 @@ impl<'s> Connection<'s> {
                     raw_head: &data[..head.head_bytes],
                     body: &data[head.head_bytes..request_bytes],
                 };
-                let reply = dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await;
+                let reply = answer(
+                    self.shard,
+                    (self.listener, self.audience),
+                    &req,
+                    &mut self.wbuf,
+                    mode,
+                )
+                .await;
                 self.rbuf.consume(request_bytes);
                 reply
             } else {
@@ -340,7 +531,14 @@ impl<'s> Connection<'s> {
                             raw_head: &raw_head,
                             body: &body,
                         };
-                        dispatch::handle(self.shard, &req, &mut self.wbuf, mode).await
+                        answer(
+                            self.shard,
+                            (self.listener, self.audience),
+                            &req,
+                            &mut self.wbuf,
+                            mode,
+                        )
+                        .await
                     }
                     Err(Some(e)) => api::error(&mut self.wbuf, mode, Route::Malformed, &e),
                     Err(None) => return Err(Stop::Done),
@@ -397,8 +595,7 @@ impl<'s> Connection<'s> {
     /// Half-closes and discards what the client still sends, bounded in
     /// bytes and time (the sweeper cuts it at the deadline).
     async fn linger_close(&mut self) {
-        // SAFETY: shutdown(2) on our own socket.
-        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
+        self.stream.shutdown_write();
         self.shard
             .conns
             .set(self.slot, Phase::Body, now_ms() + LINGER_MS);
@@ -533,6 +730,7 @@ impl<'s> Connection<'s> {
             http10: false,
             head_only: false,
             served_by: self.shard.served_by(),
+            hsts: self.hsts,
         };
         let reply = api::error(&mut self.wbuf, mode, Route::Malformed, e);
         self.shard
@@ -605,7 +803,7 @@ impl<'s> Connection<'s> {
                 rbuf.start = 0;
             }
             debug_assert!(rbuf.end < buf.len(), "fill() called with a full buffer");
-            match Pin::new(&mut *stream).poll_read(cx, &mut buf[rbuf.end..]) {
+            match stream.poll_read_plain(cx, &mut buf[rbuf.end..]) {
                 Poll::Ready(Ok(n)) => {
                     rbuf.end += n;
                     Poll::Ready(Ok(n))
@@ -638,12 +836,27 @@ impl<'s> Connection<'s> {
         self.shard
             .conns
             .set(self.slot, Phase::Send, now_ms() + config.send_timeout_ms);
-        let result = self.stream.write_all(&self.wbuf).await;
+        let result = self.stream.write_all_plain(&self.wbuf).await;
         self.shard.conns.set(self.slot, Phase::Busy, u64::MAX);
         let buf = std::mem::take(&mut self.wbuf);
         self.shard.write_pool.give(buf);
         result.map_err(|_| Stop::Done)
     }
+}
+
+/// Answers one request with what the listener it came in on offers.
+#[inline]
+async fn answer(
+    shard: &Shard,
+    (listener, audience): (Listener, Audience),
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+    mode: ResponseMode,
+) -> Reply {
+    if listener == Listener::Redirect {
+        return api::redirect::answer(req, out, mode, shard.shared().listen.port());
+    }
+    dispatch::handle(shard, req, out, mode, audience).await
 }
 
 /// With a `Content-Length` body already complete in `buffered` (which starts

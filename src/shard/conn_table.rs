@@ -17,6 +17,8 @@ use std::os::fd::RawFd;
 /// Which limit a connection is currently under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// A TLS handshake in progress (`tls_handshake_timeout_ms` from the accept).
+    Handshake,
     /// Waiting for the first byte of the next request (keep-alive idle).
     Idle,
     /// Receiving a request head.

@@ -36,7 +36,7 @@ use futures_lite::FutureExt as _;
 use super::inbox::{CoreMsg, DispatchJob, ReplyTo};
 use super::state::{GaugeUnit, Shard};
 use super::tasks::panic_message;
-use crate::api::{self, Reply, Request, Routed};
+use crate::api::{self, Audience, Reply, Request, Routed};
 use crate::cluster::{ClusterView, MemberView, Requester};
 use crate::config::DispatchPolicy;
 use crate::http::request::{self, HeadLimits, HeadStatus, Method, OwnedRequest};
@@ -78,15 +78,17 @@ struct SentTo {
     relayed: bool,
 }
 
-/// Answers a request here or wherever the policy sends it.
+/// Answers a request that came in on `audience`'s listener, here or
+/// wherever the policy sends it.
 pub async fn handle(
     shard: &Shard,
     req: &Request<'_>,
     out: &mut Vec<u8>,
     mode: ResponseMode,
+    audience: Audience,
 ) -> Reply {
     let config = shard.config();
-    let routed = req.route(config.fault_injection);
+    let routed = req.route_for(config.fault_injection, audience);
     let policy = config.dispatch;
     if policy == DispatchPolicy::Local || !routed.dispatchable() {
         return api::serve(shard, routed, req, out, mode).await;
@@ -406,6 +408,9 @@ pub async fn execute(shard: Rc<Shard>, job: Box<DispatchJob>) {
         http10: request.http10,
         head_only: head.method == Method::Head,
         served_by: shard.served_by(),
+        // Only the public listener's requests are dispatched: HTTPS when
+        // this node serves it (nodes of a cluster share the TLS options).
+        hsts: shard.hsts(),
     };
     // Handled as on the core that accepted the connection (`conn.rs`):
     // counted in flight until answered, the same injected faults, and a

@@ -12,11 +12,15 @@
 //!
 //! - [`state`]: the shard's state ([`Shard`], what all shards share).
 //! - [`tasks`]: the executor's tasks: run, accept loop, inbox, sweeper, stop.
-//! - [`conn`]: the HTTP connection loop.
+//! - [`conn`]: the HTTP connection loop (and which listener it came in on).
+//! - [`transport`]: what a connection speaks HTTP over: TCP, or TLS over
+//!   TCP (the record layer driven from the socket, the handshake).
 //! - [`conn_table`]: connection deadlines and limits.
 //! - [`dispatch`]: running a request on another core or node.
 //! - [`inbox`]: cross-core lock-free mailboxes.
 //! - [`bufpool`]: per-core buffer pools.
+//! - [`listeners`]: a core's listening sockets (public, admin, redirect),
+//!   bound and handed to an incarnation.
 //! - [`incarnation`]: one executor serving a core, as its supervisor (the
 //!   watchdog) sees it, and the supervisor's event types.
 //! - [`view`]: the shard as the handlers see it (`api::CoreView`).
@@ -29,8 +33,10 @@ pub mod conn_table;
 pub mod dispatch;
 pub mod inbox;
 pub mod incarnation;
+pub mod listeners;
 pub mod state;
 pub mod tasks;
+pub mod transport;
 pub mod view;
 
 pub use state::{CoreSlot, GaugeUnit, Shard, Shared};

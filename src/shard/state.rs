@@ -82,7 +82,17 @@ pub struct Shared {
     pub config: Config,
     pub node: NodeInfo,
     pub data_dir: PathBuf,
+    /// The public listener's bound address (HTTPS when `tls` is set).
     pub listen: SocketAddr,
+    /// The admin listener's and the redirect listener's bound addresses,
+    /// when configured (a restarted shard binds them again).
+    pub admin_listen: Option<SocketAddr>,
+    pub redirect_listen: Option<SocketAddr>,
+    /// The TLS configuration of the public listener (its certificate is
+    /// swapped by a reload; see `tls/server.rs`).
+    pub tls: Option<Arc<crate::tls::server::ServerTls>>,
+    /// The `Strict-Transport-Security` value for HTTPS responses.
+    pub hsts: Option<&'static str>,
     /// CPU each shard runs on: pinned there when `pinned`, else only the
     /// count matters and the kernel places the executors.
     pub cpus: Vec<usize>,
@@ -183,6 +193,11 @@ pub struct Shard {
     pub(super) dispatch_next_token: Cell<u64>,
     /// `node/core`, for the `X-Served-By` header.
     served_by: &'static str,
+    /// This shard's copy of the TLS configuration (its own reference
+    /// count; the certificate and ticket keys inside are shared).
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS handshakes in progress on this core (`tls_handshakes_max_per_core`).
+    pub(super) tls_handshakes: Cell<usize>,
     /// Per-core random state for dispatch decisions (xorshift).
     rng: Cell<u64>,
 }
@@ -283,6 +298,11 @@ impl Shard {
             dispatch_pending: RefCell::default(),
             dispatch_next_token: Cell::new(1),
             served_by: Box::leak(format!("{}/{}", shared.node.name, id).into_boxed_str()),
+            tls: shared
+                .tls
+                .as_ref()
+                .map(|tls| Arc::new(rustls::ServerConfig::clone(&tls.config()))),
+            tls_handshakes: Cell::new(0),
             rng: Cell::new(
                 0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(shared.node.id),
             ),
@@ -293,6 +313,18 @@ impl Shard {
     /// The `X-Served-By` value, if the header is enabled.
     pub fn served_by(&self) -> Option<&'static str> {
         self.shared.config.served_by.then_some(self.served_by)
+    }
+
+    /// The TLS configuration new public connections are made with (`None`:
+    /// the public listener speaks plain HTTP).
+    pub fn tls_config(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls.as_ref()
+    }
+
+    /// The `Strict-Transport-Security` value, on a node serving HTTPS.
+    #[inline]
+    pub fn hsts(&self) -> Option<&'static str> {
+        self.shared.hsts
     }
 
     /// A pseudo-random number (xorshift64*): dispatch choices only.

@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt as _;
 use glommio::net::TcpListener;
 
-use super::conn;
+use super::conn::{self, Listener};
 use super::conn_table::now_ms;
 use super::dispatch;
 use super::inbox::{CoreMsg, Inbox};
 use super::incarnation::{ExitReason, Incarnation, Report, SocketRegistry};
+use super::listeners::ListenerFd;
 use super::state::{Shard, Shared, Stop};
 use crate::cluster::Cluster;
 use crate::fault::FaultKind;
@@ -84,12 +85,13 @@ where
 }
 
 /// Runs one incarnation of a core's shard until it stops, crashes or is
-/// replaced. `listener_fd` is its listening socket (ownership passes to the
-/// shard; the watchdog registered it in the incarnation's socket registry).
+/// replaced. `listeners` are its listening sockets, the public one first
+/// (ownership passes to the shard; the watchdog registered them in the
+/// incarnation's socket registry).
 pub async fn run(
     shared: Arc<Shared>,
     incarnation: Arc<Incarnation>,
-    listener_fd: RawFd,
+    listeners: Vec<ListenerFd>,
 ) -> ExitReason {
     let id = incarnation.core;
     tracing::debug!(
@@ -128,10 +130,12 @@ pub async fn run(
                 found = notes;
             }
             Err(e) => {
-                // SAFETY: the listener was handed to this shard, which has
-                // not adopted it; nobody else closes it.
-                incarnation.sockets.release_listener(listener_fd);
-                unsafe { libc::close(listener_fd) };
+                for l in &listeners {
+                    release(&incarnation.sockets, l);
+                    // SAFETY: the listener was handed to this shard, which
+                    // has not adopted it; nobody else closes it.
+                    unsafe { libc::close(l.fd) };
+                }
                 return ExitReason::Crashed(format!("cannot rescan the core's log: {e}"));
             }
         }
@@ -183,24 +187,47 @@ pub async fn run(
         }
     }
 
-    let listener = RegisteredListener {
-        sockets: shard.sockets(),
-        fd: listener_fd,
-        // SAFETY: the fd is a listening socket created for this shard; the
-        // caller gave up ownership of it.
-        listener: ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(listener_fd) }),
-    };
+    let listeners: Vec<RegisteredListener> = listeners
+        .into_iter()
+        .map(|l| RegisteredListener {
+            sockets: shard.sockets(),
+            handed: l,
+            // SAFETY: the fd is a listening socket created for this shard;
+            // the caller gave up ownership of it.
+            listener: ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(l.fd) }),
+        })
+        .collect();
     tracing::debug!(core = id, "shard ready: accepting");
     shard.incarnation.report(Report::Ready);
-    if let Err(panic) = AssertUnwindSafe(accept_loop(&shard, &listener.listener, listener_fd))
-        .catch_unwind()
-        .await
-    {
+    let accepting = listeners
+        .iter()
+        .map(|l| accept_loop(&shard, &l.listener, l.handed.fd, l.handed.kind));
+    let all_accepting = poll_fn({
+        let mut loops: Vec<_> = accepting.map(|f| Some(Box::pin(f))).collect();
+        move |cx| {
+            let mut pending = false;
+            for slot in loops.iter_mut() {
+                if let Some(f) = slot {
+                    if f.as_mut().poll(cx).is_ready() {
+                        *slot = None;
+                    } else {
+                        pending = true;
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }
+    });
+    if let Err(panic) = AssertUnwindSafe(all_accepting).catch_unwind().await {
         shard.crash(format!("accept loop panicked: {}", panic_message(&*panic)));
     }
-    // Dropping the listener closes this core's socket; the kernel routes new
-    // connections to the other cores' sockets while they still listen.
-    drop(listener);
+    // Dropping the listeners closes this core's sockets; the kernel routes
+    // new connections to the other cores' sockets while they still listen.
+    drop(listeners);
 
     if shard.stop.get() == Stop::Hard {
         hard_stop(&shard).await;
@@ -234,13 +261,21 @@ pub async fn run(
 /// closed twice (and the second time, it may be another socket's number).
 struct RegisteredListener<'s> {
     sockets: &'s SocketRegistry,
-    fd: RawFd,
+    handed: ListenerFd,
     listener: ManuallyDrop<TcpListener>,
+}
+
+/// Takes a handed-over listener out of the registry (before it is closed).
+fn release(sockets: &SocketRegistry, l: &ListenerFd) {
+    match l.registry_slot {
+        None => sockets.release_listener(l.fd),
+        Some(slot) => sockets.release_other(slot, l.fd),
+    }
 }
 
 impl Drop for RegisteredListener<'_> {
     fn drop(&mut self) {
-        self.sockets.release_listener(self.fd);
+        release(self.sockets, &self.handed);
         // SAFETY: dropped exactly once, here, after the release.
         unsafe { ManuallyDrop::drop(&mut self.listener) };
     }
@@ -272,14 +307,20 @@ async fn end_tasks(shard: &Rc<Shard>, tasks: [glommio::Task<()>; 3]) {
     }
 }
 
-/// Accepts connections until the shard stops.
+/// Accepts connections on one listener until the shard stops (every
+/// listener of the shard has its own loop).
 ///
 /// On stop, the listening socket is shut down (`SHUT_RD`) instead of the
 /// pending accept being dropped: glommio accepts with io_uring, and an
 /// accept already in the kernel can still take a connection after its
 /// future was dropped; glommio then discards that descriptor without
 /// closing it, and its client hangs. Shut down, the accept fails instead.
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, listener_fd: RawFd) {
+async fn accept_loop(
+    shard: &Rc<Shard>,
+    listener: &TcpListener,
+    listener_fd: RawFd,
+    kind: Listener,
+) {
     let config = shard.config();
     loop {
         let accepted = listener
@@ -313,12 +354,17 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, listener_fd: Raw
         }
         if shard.conns.open_count() >= config.connections_max_per_core {
             shard.metrics().add_connections_rejected(1);
-            conn::reject_overloaded(stream);
+            if kind == Listener::Public && shard.tls_config().is_some() {
+                // A plaintext 503 means nothing to a TLS client: just close.
+                drop(stream);
+            } else {
+                conn::reject_overloaded(stream);
+            }
             continue;
         }
         // While stopping gracefully, a connection accepted just before the
         // socket was shut down is still served (with `Connection: close`).
-        glommio::spawn_local(conn::serve(Rc::clone(shard), stream)).detach();
+        glommio::spawn_local(conn::serve(Rc::clone(shard), stream, kind)).detach();
     }
 }
 

@@ -1,6 +1,8 @@
 //! Test harness: start the real `uringnotes` binary on an ephemeral port and
-//! talk raw HTTP/1.1 to it over real sockets.
+//! talk raw HTTP/1.1 to it over real sockets (or HTTPS: `tls.rs`).
 #![allow(dead_code)]
+
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +21,11 @@ pub struct Server {
     pub stderr_log: PathBuf,
     /// The peer protocol address, for cluster nodes.
     pub peer_addr: Option<SocketAddr>,
+    /// `https` when the server has a certificate, else `http`.
+    pub scheme: &'static str,
+    /// The admin and redirect listeners, when started with them.
+    pub admin_addr: Option<SocketAddr>,
+    pub redirect_addr: Option<SocketAddr>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -89,46 +96,78 @@ impl Server {
         }
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<(&'static str, String)>();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
-                if let Some(rest) = line.strip_prefix("uringnotes listening on http://") {
-                    let _ = tx.send((false, rest.trim().to_string()));
-                } else if let Some(rest) = line.strip_prefix("uringnotes peer protocol on ") {
-                    let _ = tx.send((true, rest.trim().to_string()));
+                for (kind, prefix) in [
+                    ("http", "uringnotes listening on http://"),
+                    ("https", "uringnotes listening on https://"),
+                    ("peer", "uringnotes peer protocol on "),
+                    ("admin", "uringnotes admin on http://"),
+                    ("redirect", "uringnotes redirect on http://"),
+                ] {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        let _ = tx.send((kind, rest.trim().to_string()));
+                    }
                 }
             }
         });
-        let wants_peer = extra.contains(&"--peer-listen");
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok((false, addr)) => {
-                let peer_addr = if wants_peer {
-                    match rx.recv_timeout(Duration::from_secs(5)) {
-                        Ok((true, p)) => Some(p.parse().unwrap()),
-                        _ => None,
-                    }
-                } else {
-                    None
-                };
-                Ok(Server {
-                    child: Some(child),
-                    addr: addr.parse().unwrap(),
-                    data_dir: data_dir.to_owned(),
-                    stderr_log,
-                    peer_addr,
-                    _tmp: None,
-                })
-            }
-            _ => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                Err(format!(
-                    "server did not start (exit {status:?}); stderr:\n{}",
-                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                ))
+        let wants = |flag: &str| extra.contains(&flag);
+        let mut found: Vec<(&'static str, String)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The listening line comes last but for the peer, admin and
+        // redirect lines printed right after it.
+        let complete = |found: &[(&str, String)]| {
+            let has = |k: &str| found.iter().any(|(kind, _)| *kind == k);
+            (has("http") || has("https"))
+                && (!wants("--peer-listen") || has("peer"))
+                && (!wants("--admin-listen") || has("admin"))
+                && (!wants("--redirect-http") || has("redirect"))
+        };
+        while !complete(&found) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let listening = found.iter().any(|(k, _)| *k == "http" || *k == "https");
+            // Once listening, the other lines follow at once.
+            let wait = if listening {
+                left.min(Duration::from_secs(5))
+            } else {
+                left
+            };
+            match rx.recv_timeout(wait) {
+                Ok(line) => found.push(line),
+                Err(_) => break,
             }
         }
+        let get = |kind: &str| {
+            found
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, a)| a.parse::<SocketAddr>().unwrap())
+        };
+        let (scheme, addr) = match (get("http"), get("https")) {
+            (Some(a), _) => ("http", a),
+            (None, Some(a)) => ("https", a),
+            (None, None) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                return Err(format!(
+                    "server did not start (exit {status:?}); stderr:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                ));
+            }
+        };
+        Ok(Server {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_owned(),
+            stderr_log,
+            peer_addr: get("peer"),
+            scheme,
+            admin_addr: get("admin"),
+            redirect_addr: get("redirect"),
+            _tmp: None,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -215,7 +254,7 @@ impl Server {
     }
 }
 
-impl Client {
+impl<S: Read + Write> Client<S> {
     /// All notes as this connection's core sees them, following cursors.
     pub fn all_notes(&mut self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
@@ -281,10 +320,21 @@ impl Response {
     }
 }
 
-/// A raw HTTP/1.1 client over one TCP connection.
-pub struct Client {
-    pub stream: TcpStream,
+/// A raw HTTP/1.1 client over one connection: TCP, or TLS over TCP
+/// (`tls::connect`).
+pub struct Client<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
+}
+
+impl<S> Client<S> {
+    /// A client speaking over an established stream.
+    pub fn over(stream: S) -> Client<S> {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
 }
 
 impl Client {
@@ -302,7 +352,9 @@ impl Client {
             buf: Vec::new(),
         })
     }
+}
 
+impl<S: Read + Write> Client<S> {
     /// One request; `None` if the connection failed or closed before a
     /// whole response arrived.
     pub fn try_request(
