@@ -206,7 +206,8 @@ fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
             ..Leaf::default()
         },
     );
-    let cases: [(&str, Box<dyn Fn()>); 3] = [
+    type Spoil<'a> = Box<dyn Fn() + 'a>;
+    let cases: [(&str, Spoil); 3] = [
         (
             "does not belong to the certificate",
             Box::new(|| std::fs::copy(&other.cert, &first.cert).map(drop).unwrap()),

@@ -269,17 +269,12 @@ impl Transport for TlsStream<'_> {
         }
     }
 
-    fn write_all_plain<'a>(
-        &'a mut self,
-        buf: &'a [u8],
-    ) -> impl Future<Output = io::Result<()>> + 'a {
-        async move {
-            let result = self.write_all_sealed(buf).await;
-            if self.out.capacity() != 0 {
-                self.pool.give(std::mem::take(&mut self.out));
-            }
-            result
+    async fn write_all_plain(&mut self, buf: &[u8]) -> io::Result<()> {
+        let result = self.write_all_sealed(buf).await;
+        if self.out.capacity() != 0 {
+            self.pool.give(std::mem::take(&mut self.out));
         }
+        result
     }
 
     fn shutdown_write(&mut self) {

@@ -271,7 +271,7 @@ impl OriginStreams {
 
     /// Entries with a sequence number at or above `from`, in order (a
     /// number is in the slots or in the sparse map, never both).
-    fn from_seq(&self, from: u64) -> impl Iterator<Item = (u64, Entry)> + '_ {
+    fn starting_at(&self, from: u64) -> impl Iterator<Item = (u64, Entry)> + '_ {
         let sparse = self
             .sparse
             .iter()
@@ -725,7 +725,7 @@ impl Index {
             return holes;
         };
         let mut expected = 1u64;
-        for (seq, _) in streams.from_seq(0) {
+        for (seq, _) in streams.starting_at(0) {
             if holes.len() >= ranges_max {
                 break;
             }
