@@ -313,7 +313,11 @@ fn bad_input_is_one_line_and_exit_code_2() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["not a url"], "invalid URL"),
         (vec!["http//127.0.0.1/"], "invalid URL"),
-        (vec!["https://127.0.0.1/"], "only http://"),
+        (vec!["ftp://127.0.0.1/"], "only http:// and https://"),
+        (
+            vec![&good, "--cacert", "/nonexistent/ca.pem"],
+            "are for https://",
+        ),
         (vec!["http://127.0.0.1:99999/"], "port"),
         (vec![&unreachable], "cannot connect"),
         (vec!["http://no-such-host.invalid/"], "cannot resolve"),
