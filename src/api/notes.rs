@@ -291,6 +291,8 @@ pub fn list(
             _ => {}
         }
     }
+    // Before the index is read (see `api/page.rs`).
+    let notes_digest = core.index_digest();
     let index = core.index();
     let Some(newest) = index.newest(before.as_ref()) else {
         return error(
@@ -300,7 +302,7 @@ pub fn list(
             &HttpError::invalid("before names an unknown note"),
         );
     };
-    let version = list_version(index.digest(), limit, before.as_ref());
+    let version = list_version(notes_digest, limit, before.as_ref());
     let state = core.api_state();
     let mut scratch = state.scratch();
     scratch.extend_from_slice(b"{\"notes\":[");

@@ -153,6 +153,9 @@ pub fn index(
             }
         }
     }
+    // Before the index is read: the view then holds every note the digest
+    // names, so a page cached or tagged under it never misses one of them.
+    let notes_digest = core.index_digest();
     let index = core.index();
     if before.as_ref().is_some_and(|id| !index.contains(id)) {
         return error(
@@ -169,7 +172,7 @@ pub fn index(
     let mut cache = state.page.borrow_mut();
     let seed = cache.seed(core);
     let view_digest = cache.view_digest(&view);
-    let version = page_version(seed, index.digest(), view_digest, before.as_ref());
+    let version = page_version(seed, notes_digest, view_digest, before.as_ref());
     // The page is always negotiated, so that its `Vary` and tags do not
     // change kind as notes are added: even an empty page (about 1 KB,
     // near COMPRESS_BYTES_MIN) shrinks by half.

@@ -21,7 +21,7 @@ use crate::cluster::ClusterShared;
 use crate::config::Config;
 use crate::fault::FaultKind;
 use crate::store::feed::Feed;
-use crate::store::index::{Index, NoteRef};
+use crate::store::index::{Digest, Index, NoteRef};
 use crate::store::writer::WriteError;
 use crate::store::NodeInfo;
 
@@ -93,6 +93,10 @@ pub trait CoreView {
     fn api_state(&self) -> &ApiState;
     /// This core's index of every note. Not to be held across an await.
     fn index(&self) -> Ref<'_, Index>;
+    /// Which notes the index holds, with this core's view brought up to
+    /// it (`Index::refresh_digest`): take it before `index()` for a
+    /// response whose entity tag comes from it.
+    fn index_digest(&self) -> Digest;
     /// The cluster as every core sees it (members, partition hook).
     fn cluster(&self) -> &ClusterShared;
     /// This core's feed of newly indexed notes (live updates).

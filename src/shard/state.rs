@@ -60,7 +60,7 @@ use crate::config::{AckPolicy, Config};
 use crate::fault::{FaultCell, SLOW_RESPONSE_DELAY_MS};
 use crate::metrics::{AllMetrics, CoreMetrics};
 use crate::store::feed::Feed;
-use crate::store::index::{Index, NoteRef, SharedIndex};
+use crate::store::index::{Digest, Index, NoteRef, SharedIndex};
 use crate::store::lease::SegmentNumbers;
 use crate::store::note::{Note, NoteId, Origin};
 use crate::store::writer::{LogWriter, WriteError};
@@ -432,6 +432,12 @@ impl Shard {
     /// The handlers' own per-core state.
     pub fn api_state(&self) -> &ApiState {
         &self.api
+    }
+
+    /// Which notes the index holds, with this core's view brought up to
+    /// them (see `Index::refresh_digest`).
+    pub fn index_digest(&self) -> Digest {
+        self.index.borrow_mut().refresh_digest()
     }
 
     /// Moves this core's view of the index to the newest version (one

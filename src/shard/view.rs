@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::fault::FaultKind;
 use crate::metrics::{self, Gauges};
 use crate::store::feed::Feed;
-use crate::store::index::{Index, NoteRef};
+use crate::store::index::{Digest, Index, NoteRef};
 use crate::store::writer::WriteError;
 use crate::store::NodeInfo;
 
@@ -46,6 +46,11 @@ impl CoreView for Shard {
     #[inline]
     fn index(&self) -> Ref<'_, Index> {
         Shard::index(self)
+    }
+
+    #[inline]
+    fn index_digest(&self) -> Digest {
+        self.index_digest()
     }
 
     #[inline]

@@ -672,10 +672,17 @@ impl Index {
         self.shared.text_bytes.load(Ordering::Relaxed)
     }
 
-    /// Which notes the index holds (see [`Digest`]). Read it before reading
-    /// the notes a response shows: they are then at least the ones it names.
-    pub fn digest(&self) -> Digest {
-        self.shared.digest.load()
+    /// Which notes the index holds (see [`Digest`]), then this view moved
+    /// to the newest version. In that order: the writer stores the digest
+    /// after the version holding its notes is published, so the view then
+    /// shows at least the notes the digest names, and a response made from
+    /// it may carry a tag made from the digest. (A view that is not
+    /// refreshed may lag the digest by the notes of a new version: late
+    /// notes, a new origin, a sealed chunk.)
+    pub fn refresh_digest(&mut self) -> Digest {
+        let digest = self.shared.digest.load();
+        self.refresh();
+        digest
     }
 
     /// The highest sequence number seen from an origin stream (0 if none).
@@ -877,31 +884,39 @@ mod tests {
         ];
         let mut one = Index::new();
         let mut other = Index::new();
-        assert_eq!(one.digest(), Digest::default());
+        assert_eq!(one.refresh_digest(), Digest::default());
         for n in &notes {
-            let before = one.digest();
+            let before = one.refresh_digest();
             one.insert(n.clone());
-            assert_ne!(one.digest(), before, "a new note changes it");
+            assert_ne!(one.refresh_digest(), before, "a new note changes it");
         }
         for n in notes.iter().rev() {
             other.insert(n.clone());
         }
-        assert_eq!(one.digest(), other.digest(), "same notes, other order");
+        assert_eq!(
+            one.refresh_digest(),
+            other.refresh_digest(),
+            "same notes, other order"
+        );
         assert!(!one.insert(notes[0].clone()));
-        assert_eq!(one.digest(), other.digest(), "a duplicate changes nothing");
+        assert_eq!(
+            one.refresh_digest(),
+            other.refresh_digest(),
+            "a duplicate changes nothing"
+        );
         // Same count, different notes.
         let mut third = Index::new();
         third.insert(notes[0].clone());
         third.insert(notes[1].clone());
         third.insert(note_ref(0, 3, 40, "d"));
-        assert_ne!(third.digest(), one.digest());
+        assert_ne!(third.refresh_digest(), one.refresh_digest());
         let mut built = IndexBuilder::new();
         for n in &notes {
             built.insert(n.clone());
         }
         assert_eq!(
-            built.finish().digest(),
-            one.digest(),
+            built.finish().refresh_digest(),
+            one.refresh_digest(),
             "recovery's bulk build agrees"
         );
     }
