@@ -180,7 +180,9 @@ fn install_stages_files_and_keeps_an_existing_config() {
     run();
     let bin = dest.path().join("opt/un/bin/uringnotes");
     assert_eq!(bin.metadata().unwrap().mode() & 0o777, 0o755);
-    let hook = dest.path().join("opt/un/lib/uringnotes/certbot-deploy-hook");
+    let hook = dest
+        .path()
+        .join("opt/un/lib/uringnotes/certbot-deploy-hook");
     assert_eq!(
         hook.metadata().unwrap().mode() & 0o777,
         0o755,
