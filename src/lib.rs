@@ -1,6 +1,5 @@
 //! uringnotes: a distributed notes web server, thread-per-core on io_uring.
 //!
-//! The map of the house:
 //! The map of the house, top to bottom (every import points down this
 //! list; `tests/layering.rs` checks that the module graph has no cycle):
 //!

@@ -180,6 +180,14 @@ fn install_stages_files_and_keeps_an_existing_config() {
     run();
     let bin = dest.path().join("opt/un/bin/uringnotes");
     assert_eq!(bin.metadata().unwrap().mode() & 0o777, 0o755);
+    let hook = dest
+        .path()
+        .join("opt/un/lib/uringnotes/certbot-deploy-hook");
+    assert_eq!(
+        hook.metadata().unwrap().mode() & 0o777,
+        0o755,
+        "the certbot deploy hook the unit mentions is installed"
+    );
     let unit =
         std::fs::read_to_string(dest.path().join("etc/systemd/system/uringnotes.service")).unwrap();
     assert!(
