@@ -47,7 +47,8 @@ pub const LAZY_NOTES_MAX: usize = 1024;
 
 /// What one core can ask of another.
 pub enum CoreMsg {
-    /// A durable note to add to the receiving core's index.
+    /// A durable note, already in the shared index: the receiving core
+    /// refreshes its view and pushes it onto its feed.
     Note(NoteRef),
     /// Replication watermarks moved: re-check writes waiting for peers.
     Replicated,
