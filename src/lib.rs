@@ -17,7 +17,8 @@
 //!   cross-node forwarding, run by core 0.
 //! - [`config`]: every option and limit, from defaults, file and flags.
 //! - [`store`]: notes on disk (append-only checksummed rkyv log, group commit,
-//!   recovery) and in memory (the per-core index and feed).
+//!   recovery) and in memory (the one index every core shares, and the
+//!   per-core feed).
 //! - [`bench`]: the built-in load generator (`uringnotes bench`); it uses
 //!   only `http`, `tls`, `encoding` and `host`.
 //! - [`http`]: the HTTP/1.1 core (head parsing, body decoding for both

@@ -60,12 +60,13 @@
 //! 4. **starts a successor**: a new executor pinned to the same CPU, with a
 //!    freshly bound `SO_REUSEPORT` listener, a lease starting after the old
 //!    one's last number, and a new segment for its writes. Before it
-//!    serves, it rebuilds its index: the index recovered at start-up (shared,
-//!    not re-read) plus the segments written since, re-read without repair
-//!    (`store/recovery.rs`, `rescan_since`). The core's inbox queue outlives
-//!    incarnations, so notes other cores publish during the rescan are
-//!    waiting for it. Everything acknowledged before the failure was durable
-//!    before it was acknowledged, so it is in the log, and in the new index.
+//!    serves, it rereads its own core's segments written since start-up,
+//!    without repair (`store/recovery.rs`, `rescan_core_since`), into the
+//!    process's one shared index (the rest of the log is in it already).
+//!    The core's inbox queue outlives incarnations, so notes other cores
+//!    publish during the rescan are waiting for it. Everything acknowledged
+//!    before the failure was durable before it was acknowledged, so it is in
+//!    the log, and in the index.
 //!
 //! Once the old thread has ended, the watchdog closes any socket still in
 //! its registry. glommio does not reliably drop the tasks still pending

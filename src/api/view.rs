@@ -2,9 +2,9 @@
 //!
 //! Handlers never hold the shard. They get a [`CoreView`] of the core that
 //! runs them (the shard implements it, `shard/view.rs`), which offers what
-//! answering a request needs: read the core's index, create a note, follow
-//! the core's feed, see the cluster members, and the operator and admin
-//! actions. Everything the handlers keep per core themselves (the render
+//! answering a request needs: read the index (the core's view of it),
+//! create a note, follow the core's feed, see the cluster members, and the
+//! operator and admin actions. Everything the handlers keep per core themselves (the render
 //! buffer, the compression buffer, the cached page) is in [`ApiState`],
 //! which the view lends them.
 //!
@@ -91,7 +91,8 @@ pub trait CoreView {
     fn node(&self) -> &NodeInfo;
     /// The handlers' own per-core state.
     fn api_state(&self) -> &ApiState;
-    /// This core's index of every note. Not to be held across an await.
+    /// This core's view of the index of every note (shared by all cores).
+    /// Not to be held across an await.
     fn index(&self) -> Ref<'_, Index>;
     /// Which notes the index holds, with this core's view brought up to
     /// it (`Index::refresh_digest`): take it before `index()` for a

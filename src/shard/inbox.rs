@@ -1,12 +1,14 @@
-//! Cross-core mailboxes: how a note written through one core reaches the
-//! index of every other core, and every other message between cores
-//! (dispatched requests and their answers, replication news, shutdown).
+//! Cross-core mailboxes: how a note written through one core reaches every
+//! other core (its view of the shared index is refreshed, the note goes
+//! onto its feed), and every other message between cores (dispatched
+//! requests and their answers, replication news, shutdown).
 //!
 //! Each core has one [`Inbox`]: a bounded lock-free queue
 //! (`crossbeam_queue::ArrayQueue`, multi-producer) of [`NoteRef`]s and an
 //! [`AtomicWaker`] for its consumer task. A producer pushes and wakes; the
-//! consumer drains the queue, inserting into its index, then registers its
-//! waker and re-checks before sleeping (so no push can be missed). Only the
+//! consumer drains the queue (refreshing its view of the index and pushing
+//! each note onto its feed), then registers its waker and re-checks before
+//! sleeping (so no push can be missed). Only the
 //! first wake after the consumer registers costs anything (a cross-thread
 //! wake of a sleeping executor); later ones find no waker. A note is an
 //! `Arc` pointer: the bytes are shared, never copied between cores.
@@ -14,11 +16,11 @@
 //! **Notes do not wake the consumer** unless it is *eager* (it has live
 //! subscribers, or peers to replicate to) or [`LAZY_NOTES_MAX`] of them are
 //! queued. Waking a sleeping executor costs it 17-22 µs (measured: one
-//! connection writing through one core), many times the pop and index
-//! insert a note needs. Instead the consumer indexes queued notes before
-//! it routes each request (`Shard::index_queued_notes`), so a request sent
-//! after a note was acknowledged anywhere sees it; its sweeper tick (every
-//! 100 ms) catches up an idle core. Every other message wakes at once.
+//! connection writing through one core), many times the pop, view
+//! refresh and feed push a note needs. Instead the consumer takes queued
+//! notes before it routes each request (`Shard::index_queued_notes`), so a
+//! request sent after a note was acknowledged anywhere sees it; its sweeper
+//! tick (every 100 ms) catches up an idle core. Every other message wakes at once.
 //!
 //! The same inbox carries the shutdown request from the main thread.
 
@@ -45,7 +47,8 @@ pub const LAZY_NOTES_MAX: usize = 1024;
 
 /// What one core can ask of another.
 pub enum CoreMsg {
-    /// A durable note to add to the receiving core's index.
+    /// A durable note, already in the shared index: the receiving core
+    /// refreshes its view and pushes it onto its feed.
     Note(NoteRef),
     /// Replication watermarks moved: re-check writes waiting for peers.
     Replicated,

@@ -1,10 +1,11 @@
 //! A shard's state: everything one core owns while an executor serves it.
 //!
 //! Each shard runs on its own pinned glommio executor and owns its listening
-//! socket (SO_REUSEPORT), its connections, its copy of the note index, its
+//! socket (SO_REUSEPORT), its connections, its view of the note index, its
 //! feed, its log writer and its buffer pools. Nothing here is shared with
-//! another core except through [`Shared`] (immutable after start, or
-//! atomics written by one core) and the lock-free inboxes (`inbox.rs`).
+//! another core except through [`Shared`] (immutable after start, atomics
+//! written by one core, and the one note index, below) and the lock-free
+//! inboxes (`inbox.rs`).
 //! The tasks that run on this state are in `tasks.rs`.
 //!
 //! A shard is one *incarnation* (`incarnation.rs`) of its core's server: the

@@ -1,8 +1,9 @@
 //! A shard's tasks: what runs on a core's executor, from the start of an
 //! incarnation to its end.
 //!
-//! - [`run`]: the executor's main future. It builds the shard (its index
-//!   first: a restarted shard rereads what was written since start-up),
+//! - [`run`]: the executor's main future. It builds the shard (its view of
+//!   the shared index first: a restarted shard rereads its own core's
+//!   segments written since start-up into it),
 //!   spawns the machinery tasks, starts the cluster on core 0, runs the
 //!   accept loop, and on the way out stops in order (drain or hard stop),
 //!   ends every task and reports how it ended.

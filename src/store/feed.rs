@@ -3,10 +3,11 @@
 //! core 0 of a cluster node, for replication (its one *follower*, which only
 //! wants to know that the index grew).
 //!
-//! Every note reaches every core's index through `Shard::index_note`, which
-//! also pushes it here, so a subscriber on any core sees every note, however
-//! it arrived (written through this core, through another core's inbox, or
-//! by replication from another node). The feed is per core and touched only
+//! Every note reaches every core's feed exactly once (`Shard::announce` on
+//! the core that inserted it in the shared index, `Shard::note_arrived` on
+//! every other core, from its inbox), so a subscriber on any core sees every
+//! note, however it arrived (written through this core, through another
+//! core's inbox, or by replication from another node). The feed is per core and touched only
 //! by its core: no lock, no atomic. It knows nothing of metrics or inboxes:
 //! whoever owns it learns of subscriber-count changes through the hook set
 //! with [`Feed::on_subscribers`].
