@@ -149,6 +149,16 @@ pub struct Established {
     pub sealer: Sealer,
 }
 
+/// Tells a peer whose handshake did not open with our cookie why it is
+/// refused (a clear frame; best effort, the connection ends anyway).
+async fn refuse_if_auth_failed(io: &mut FramedStream, error: &PeerError, why: &[u8]) {
+    if matches!(error, PeerError::PeerFailedAuth) {
+        let _ = io
+            .write_clear(PROTOCOL_VERSION, FrameKind::Refuse, why)
+            .await;
+    }
+}
+
 /// Runs the dialing side of the handshake; `io` reads sealed frames from
 /// now on.
 pub async fn initiate(
@@ -181,15 +191,12 @@ pub async fn initiate(
         let (answer, mut session) = match initiator.finish(&reply.payload) {
             Ok(x) => x,
             Err(e) => {
-                if matches!(e, PeerError::PeerFailedAuth) {
-                    let _ = io
-                        .write_clear(
-                            PROTOCOL_VERSION,
-                            FrameKind::Refuse,
-                            b"authentication failed: your answer does not open with our cookie",
-                        )
-                        .await;
-                }
+                refuse_if_auth_failed(
+                    io,
+                    &e,
+                    b"authentication failed: your answer does not open with our cookie",
+                )
+                .await;
                 return Err(e);
             }
         };
@@ -263,15 +270,7 @@ pub async fn accept(
         let (acceptor, hello) = match Acceptor::open_hello(local.cookies, &hello_frame.payload) {
             Ok(x) => x,
             Err(e) => {
-                if matches!(e, PeerError::PeerFailedAuth) {
-                    let _ = io
-                        .write_clear(
-                            PROTOCOL_VERSION,
-                            FrameKind::Refuse,
-                            b"authentication failed: your handshake does not open with this node's cookie (wrong cookie?)",
-                        )
-                        .await;
-                }
+                refuse_if_auth_failed(io, &e, b"authentication failed: your handshake does not open with this node's cookie (wrong cookie?)").await;
                 return Err(e);
             }
         };

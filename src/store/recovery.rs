@@ -152,21 +152,15 @@ fn scan_segment(
     let mut pos = SEGMENT_HEADER_BYTES;
     match segment::check_header(&bytes) {
         Ok(()) => {}
-        Err(HeaderError::Short) => {
-            // A crash while the segment was being created: it holds nothing.
-            if repair {
-                fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
-            }
-            report
-                .truncated
-                .push((path.to_owned(), 0, bytes.len() as u64));
-            return Ok(());
-        }
-        Err(HeaderError::NotASegment) if bytes.iter().all(|&b| b == 0) => {
-            // Only zeros: the file's size reached the disk but not its
-            // header (a power cut while the segment was being created, on
-            // a file system that orders size before data). It holds
-            // nothing; the power-cut harness's `reorder` mode makes these.
+        Err(e)
+            if e == HeaderError::Short
+                || (e == HeaderError::NotASegment && bytes.iter().all(|&b| b == 0)) =>
+        {
+            // Short: a crash while the segment was being created. Only
+            // zeros: the file's size reached the disk but not its header (a
+            // power cut during the creation, on a file system that orders
+            // size before data; the power-cut harness's `reorder` mode
+            // makes these). Either way it holds nothing.
             if repair {
                 fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
             }
