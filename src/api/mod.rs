@@ -15,6 +15,7 @@
 //! - [`assets`]: the page's script, style sheet and icon, built into the binary;
 //! - [`events`]: live updates (`GET /events`, Server-Sent Events);
 //! - [`notes`]: the notes JSON API and the original `/add_note`;
+//! - [`note_cache`]: each core's notes rendered as JSON, for `GET /notes/{id}`;
 //! - [`ops`]: health, metrics and status for operators;
 //! - [`redirect`]: the redirect listener's one answer (`--redirect-http`);
 //! - [`admin`]: fault injection and the partition hook (`--fault-injection` only);
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod assets;
 pub mod events;
+pub mod note_cache;
 pub mod notes;
 pub mod ops;
 pub mod page;

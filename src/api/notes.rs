@@ -241,8 +241,8 @@ pub fn get(
     let note = note.note();
     let state = core.api_state();
     let mut scratch = state.scratch();
-    write_note_json(&mut scratch, note);
-    scratch.push(b'\n');
+    let mut note_json = state.note_json.borrow_mut();
+    let body = note_json.rendered(note, &mut scratch);
     let rendered = Rendered {
         content_type: JSON,
         cache_control: cache_control::IMMUTABLE,
@@ -250,7 +250,7 @@ pub fn get(
         always_negotiated: false,
         extra: &[],
     };
-    let status = respond(out, mode, req, &rendered, &scratch, &mut state.compressed());
+    let status = respond(out, mode, req, &rendered, body, &mut state.compressed());
     Reply::new(Route::NoteGet, status)
 }
 

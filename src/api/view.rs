@@ -4,9 +4,9 @@
 //! runs them (the shard implements it, `shard/view.rs`), which offers what
 //! answering a request needs: read the index (the core's view of it),
 //! create a note, follow the core's feed, see the cluster members, and the
-//! operator and admin actions. Everything the handlers keep per core themselves (the render
-//! buffer, the compression buffer, the cached page) is in [`ApiState`],
-//! which the view lends them.
+//! operator and admin actions. Everything the handlers keep per core
+//! themselves (the render buffer, the compression buffer, the cached page,
+//! the rendered notes) is in [`ApiState`], which the view lends them.
 //!
 //! The trait is used through generics (`impl CoreView`), so a handler
 //! compiles to direct calls into the shard: the view costs nothing on the
@@ -25,6 +25,7 @@ use crate::store::index::{Digest, Index, NoteRef};
 use crate::store::writer::WriteError;
 use crate::store::NodeInfo;
 
+use super::note_cache::NoteJsonCache;
 use super::page::PageCache;
 
 /// Capacity the render buffer starts with: a full page of notes (100 notes
@@ -41,6 +42,8 @@ pub struct ApiState {
     compressed: RefCell<Vec<u8>>,
     /// The newest notes page as last rendered (`page.rs`).
     pub(super) page: RefCell<PageCache>,
+    /// Notes as rendered JSON, for `GET /notes/{id}` (`note_cache.rs`).
+    pub(super) note_json: RefCell<NoteJsonCache>,
 }
 
 impl Default for ApiState {
@@ -49,6 +52,7 @@ impl Default for ApiState {
             scratch: RefCell::new(Vec::with_capacity(SCRATCH_BYTES_INITIAL)),
             compressed: RefCell::default(),
             page: RefCell::default(),
+            note_json: RefCell::default(),
         }
     }
 }
