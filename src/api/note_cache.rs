@@ -49,7 +49,9 @@ pub struct NoteJsonCache {
 impl Default for NoteJsonCache {
     fn default() -> Self {
         NoteJsonCache {
-            slots: (0..NOTE_JSON_CACHE_SLOTS).map(|_| Slot::default()).collect(),
+            slots: (0..NOTE_JSON_CACHE_SLOTS)
+                .map(|_| Slot::default())
+                .collect(),
         }
     }
 }
@@ -78,9 +80,8 @@ impl NoteJsonCache {
 
 /// The slot for an id: splitmix64's finalizer over its parts, low bits.
 fn slot_of(id: &NoteId) -> usize {
-    let mut z = id.seq
-        ^ (u64::from(id.origin.node) << 32)
-        ^ u64::from(id.origin.core).rotate_left(16);
+    let mut z =
+        id.seq ^ (u64::from(id.origin.node) << 32) ^ u64::from(id.origin.core).rotate_left(16);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
