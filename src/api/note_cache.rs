@@ -22,6 +22,7 @@
 //! Per core (in [`super::ApiState`]), so it needs no lock; cores that
 //! serve the same note each keep a copy, which the bound keeps small.
 
+use crate::store::index::id_hash;
 use crate::store::note::{ArchivedNote, NoteId};
 
 use super::render::write_note_json;
@@ -78,14 +79,9 @@ impl NoteJsonCache {
     }
 }
 
-/// The slot for an id: splitmix64's finalizer over its parts, low bits.
+/// The slot for an id: the low bits of the index's hash of it.
 fn slot_of(id: &NoteId) -> usize {
-    let mut z =
-        id.seq ^ (u64::from(id.origin.node) << 32) ^ u64::from(id.origin.core).rotate_left(16);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z as usize) & (NOTE_JSON_CACHE_SLOTS - 1)
+    (id_hash(id) as usize) & (NOTE_JSON_CACHE_SLOTS - 1)
 }
 
 #[cfg(test)]
