@@ -56,7 +56,8 @@ pub fn ring_setup() -> String {
         Some(patches) => format!(
             "glommio 0.9 with patches {patches} (tools/build-tuned): COOP_TASKRUN rings \
              (a plain ring on kernels before 5.19), timers kept across loop passes, no membarrier(2), \
-             no clock reads or timer-map splits on empty loop passes"
+             no clock reads or timer-map splits on empty loop passes, one standing ring-link poll, \
+             receive polls armed once per connection (multishot)"
         ),
     }
 }
