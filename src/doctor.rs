@@ -312,6 +312,10 @@ fn io_uring_setup(flags: u32) -> Result<(), i32> {
 /// Which glommio this binary was built against (`tools/build-tuned`).
 fn check_build() -> Finding {
     match crate::host::glommio_patches() {
+        Some(_) if crate::host::profile_guided() => pass(
+            "build",
+            format!("{}; profile-guided (tools/pgo-train)", crate::host::ring_setup()),
+        ),
         Some(_) => pass("build", crate::host::ring_setup()),
         None => warn(
             "build",

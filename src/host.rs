@@ -46,6 +46,12 @@ pub fn glommio_patches() -> Option<&'static str> {
     option_env!("URINGNOTES_GLOMMIO_PATCHES").filter(|p| !p.is_empty())
 }
 
+/// Whether this binary was compiled with a profile from `tools/pgo-train`
+/// (`tools/build-tuned`'s release builds). Set at compile time.
+pub fn profile_guided() -> bool {
+    option_env!("URINGNOTES_PGO_PROFILE") == Some("yes")
+}
+
 /// One line on how this build's executors talk to io_uring, for the
 /// startup log and `uringnotes doctor`.
 pub fn ring_setup() -> String {

@@ -194,6 +194,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         restart_window_ms = shared.config.restart_window_ms,
         fault_injection = shared.config.fault_injection,
         ring_setup = %crate::host::ring_setup(),
+        profile_guided = crate::host::profile_guided(),
         "uringnotes serving"
     );
     // The lines on stdout: scripts and tests wait for the first.
