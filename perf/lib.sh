@@ -73,11 +73,23 @@ build_peer() {
 declare -a STARTED_PIDS=()
 
 # wait_for_line FILE PATTERN: waits (max 30 s) until FILE has a line matching PATTERN.
+# wait_for_line FILE PATTERN [PID]: waits up to 30 s for PATTERN in FILE,
+# polling every 10 ms (scripts time a server's start with it). With PID (a
+# child of this shell), it stops as soon as that process has exited and says
+# with what status, instead of waiting out the 30 s.
 wait_for_line() {
-    local file=$1 pattern=$2
-    for _ in $(seq 300); do
+    local file=$1 pattern=$2 pid=${3:-} tries code
+    for ((tries = 0; tries < 3000; tries++)); do
         grep -q "$pattern" "$file" 2>/dev/null && return 0
-        sleep 0.1
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            grep -q "$pattern" "$file" 2>/dev/null && return 0
+            code=0
+            wait "$pid" 2>/dev/null || code=$?
+            log "process $pid exited with status $code before '$pattern' appeared in $file"
+            cat "$file" >&2 || true
+            return 1
+        fi
+        sleep 0.01
     done
     log "timed out waiting for '$pattern' in $file"
     cat "$file" >&2 || true
